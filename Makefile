@@ -1,0 +1,25 @@
+# flad: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: test lint venv clean
+
+$(BIN)/flad: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/flad
+
+venv: $(BIN)/flad
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/ruff check flad tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
