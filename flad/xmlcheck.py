@@ -1,0 +1,509 @@
+"""Hardened XML checks for the files flad sends: parse, XSD, root element, identities.
+
+The files come from payroll software we do not control and are read by a
+long-running service, so every byte is treated as hostile: the size is capped
+before parsing, the encoding is checked before libxml2 sees the bytes, any
+DOCTYPE is refused (payroll XML never needs one, and it is the door for XXE,
+billion laughs and quadratic blow-up), and the parser itself loads no DTD,
+expands no entity, touches no network and keeps libxml2's size and depth limits.
+Every refusal is an :class:`XmlRejected` whose text is one line a payroll clerk
+can act on.
+
+Where the identities stand in an FLA file is not public here (the official FLA
+layout and XSD are not published where flad is built), so the defaults below are
+stand-ins matching ``flad/data/standin-fla.xsd`` and are meant to be overridden
+per application in the configuration:
+
+- ``DEFAULT_EMPLOYER_XPATH`` = ``//*[local-name()='EmployerId']``
+- ``DEFAULT_SENDER_XPATH`` = ``//*[local-name()='SenderId']``
+
+They match on local names so that they work whatever namespace the file uses.
+
+The module is pure: it takes bytes and values and returns values; only
+:func:`load_schema` reads files (the XSD and what it includes), never the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, cast
+
+from lxml import etree
+
+__all__ = [
+    "DEFAULT_EMPLOYER_XPATH",
+    "DEFAULT_MAX_FILE_BYTES",
+    "DEFAULT_SENDER_XPATH",
+    "CheckedDocument",
+    "XmlRejected",
+    "XsdUnusable",
+    "check_document",
+    "check_xpath",
+    "load_schema",
+    "parse_hardened",
+]
+
+DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+DEFAULT_EMPLOYER_XPATH = "//*[local-name()='EmployerId']"
+DEFAULT_SENDER_XPATH = "//*[local-name()='SenderId']"
+
+# How many XSD errors make it into one reason: enough to fix the file, short enough to read.
+_MAX_SCHEMA_ERRORS = 3
+# A reason longer than this is cut: it ends up in one log line and one rejected/ note.
+_MAX_REASON_CHARS = 1000
+# libxml2's own limits without XML_PARSE_HUGE (huge_tree=False); named for the messages.
+_LIBXML_MAX_DEPTH = 256
+
+# Encodings whose bytes below 0x80 are plain ASCII: for these (and only these) the
+# byte-level prolog scan below sees exactly what the parser will see. UTF-7, UTF-16,
+# EBCDIC and friends could hide a DOCTYPE from that scan, so they are refused.
+_ASCII_COMPATIBLE_ENCODINGS = frozenset(
+    {"UTF-8", "UTF8", "US-ASCII", "ASCII", "LATIN1", "LATIN-1"}
+    | {f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))}
+    | {f"ISO8859-{n}" for n in (*range(1, 12), *range(13, 17))}
+    | {f"WINDOWS-{n}" for n in range(1250, 1259)}
+    | {f"CP{n}" for n in range(1250, 1259)}
+)
+_UTF8_NAMES = frozenset({"UTF-8", "UTF8"})
+
+_BOM_UTF8 = b"\xef\xbb\xbf"
+_WIDE_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
+_XML_WHITESPACE = b" \t\r\n"
+_ENCODING_PSEUDO_ATTR = re.compile(rb"""\bencoding\s*=\s*(["'])([^"']*)\1""")
+# A Clark-notation namespace in libxml2 messages ("{urn:x}Hours"): noise for a clerk.
+_CLARK_NAMESPACE = re.compile(r"\{[^\s{}']+\}(?=[A-Za-z_])")
+# lxml appends ", line N, column M" to syntax messages; the reason says it once, itself.
+_TRAILING_POSITION = re.compile(r",\s*line \d+, column \d+\s*$")
+
+# lxml's XMLSchema keeps its error_log on the instance: two threads validating with
+# the same schema would mix their errors. The daemon runs one worker per channel.
+_SCHEMA_LOCK = threading.Lock()
+
+
+class XmlRejected(Exception):
+    """A file (or an XSD, or an XPath) flad refuses, with one line saying why.
+
+    The reason goes to a log line and to the rejected/ folder, where a payroll clerk
+    reads it: newlines and other control characters from libxml2 or from the file are
+    flattened so that ``str(e)`` is always exactly one printable line.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = _one_line(reason)
+        super().__init__(self.reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class XsdUnusable(XmlRejected, ValueError):
+    """The operator's XSD cannot be loaded; the message names its path.
+
+    Both a ValueError (it is a configuration problem, found at load) and an
+    XmlRejected (no file can pass a check against it), so that a caller catching
+    either kind stops on it instead of crashing.
+    """
+
+
+@dataclass(frozen=True)
+class CheckedDocument:
+    """What the rest of flad needs from a file that passed every check."""
+
+    root_tag: str
+    """Local name of the root element (no namespace)."""
+    employers: tuple[str, ...]
+    """Stripped text of every node the employer XPath selected, in document order."""
+    senders: tuple[str, ...]
+    """Same for the sender XPath."""
+
+
+def _one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) and mask unprintable characters."""
+    flat = " ".join(text.split())
+    flat = "".join(ch if ch.isprintable() else "?" for ch in flat)
+    if len(flat) > _MAX_REASON_CHARS:
+        flat = flat[: _MAX_REASON_CHARS - 1] + "…"
+    return flat
+
+
+def _line_column(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and character column of a byte offset (for messages only)."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + 1
+    column = len(data[line_start:offset].decode("utf-8", errors="replace")) + 1
+    return line, column
+
+
+def _refuse_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise XmlRejected(f"file is {size} bytes, larger than the limit of {max_bytes} bytes")
+
+
+def _refuse_bad_encoding(data: bytes) -> int:
+    """Refuse bytes the prolog scan could misread; return where the markup starts.
+
+    The later DOCTYPE scan works on bytes, which is only sound when bytes below 0x80
+    are ASCII. So wide encodings, NUL bytes, unknown encodings and (for UTF-8, the
+    XML default) invalid UTF-8 are refused here, each with a one-line reason.
+    """
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            raise XmlRejected(f"the file is encoded in {name}; save it as UTF-8")
+    if len(data) >= 2 and (data[0] == 0 or data[1] == 0):
+        raise XmlRejected("the file looks encoded in UTF-16 or UTF-32; save it as UTF-8")
+    nul = data.find(b"\x00")
+    if nul != -1:
+        line, column = _line_column(data, nul)
+        raise XmlRejected(
+            f"the file contains a NUL byte at line {line}, column {column}; "
+            "it is not a text XML file"
+        )
+
+    has_bom = data.startswith(_BOM_UTF8)
+    start = len(_BOM_UTF8) if has_bom else 0
+    first = start
+    while first < len(data) and data[first] in _XML_WHITESPACE:
+        first += 1
+    if first == len(data):
+        raise XmlRejected("the file contains no XML, only whitespace")
+    if data[first : first + 1] != b"<":
+        line, column = _line_column(data, first)
+        raise XmlRejected(
+            f"the file is not XML: line {line}, column {column}: "
+            "it does not start with '<' (or uses an unsupported encoding)"
+        )
+
+    declared: str | None = None
+    if data.startswith(b"<?xml", start) and data[start + 5 : start + 6] in (
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+    ):
+        end = data.find(b"?>", start, start + 4096)
+        declaration = data[start : end if end != -1 else start + 4096]
+        found = _ENCODING_PSEUDO_ATTR.search(declaration)
+        if found is not None:
+            declared = found.group(2).decode("ascii", errors="replace")
+    normalized = declared.strip().upper().replace("_", "-") if declared is not None else None
+
+    if normalized is not None and normalized not in _ASCII_COMPATIBLE_ENCODINGS:
+        raise XmlRejected(
+            f"the file declares encoding {declared!r}, which flad does not accept; save it as UTF-8"
+        )
+    if has_bom and normalized is not None and normalized not in _UTF8_NAMES:
+        raise XmlRejected(
+            f"the file starts with a UTF-8 byte-order mark but declares encoding {declared!r}"
+        )
+    if has_bom or normalized is None or normalized in _UTF8_NAMES:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line, column = _line_column(data, exc.start)
+            said = "declares UTF-8" if normalized is not None else "declares no encoding (so UTF-8)"
+            raise XmlRejected(
+                f"the file is not valid UTF-8: byte 0x{data[exc.start]:02X} at line {line}, "
+                f"column {column}; the file {said}: save it as UTF-8 "
+                "or declare its real encoding"
+            ) from None
+    return first
+
+
+def _scan_prolog(data: bytes, start: int) -> None:
+    """Refuse any DOCTYPE before the root element, before libxml2 reads a byte of it.
+
+    Payroll XML never needs a DOCTYPE, and every entity attack (XXE by file or
+    http, parameter entities, billion laughs, quadratic blow-up) needs one. Only
+    the prolog is scanned: whitespace, the XML declaration, comments and PIs.
+    """
+    pos = start
+    size = len(data)
+    while pos < size:
+        byte = data[pos]
+        if byte in _XML_WHITESPACE:
+            pos += 1
+        elif data.startswith(b"<?", pos):
+            end = data.find(b"?>", pos + 2)
+            if end == -1:
+                return  # unterminated: the parser will say where
+            pos = end + 2
+        elif data.startswith(b"<!--", pos):
+            end = data.find(b"-->", pos + 4)
+            if end == -1:
+                return
+            pos = end + 3
+        elif data.startswith(b"<!DOCTYPE", pos):
+            subset_end = data.find(b"]>", pos)
+            subset = data[pos : subset_end if subset_end != -1 else size]
+            line, _ = _line_column(data, pos)
+            if b"<!ENTITY" in subset:
+                raise XmlRejected(
+                    f"the file declares a DOCTYPE with entity declarations (line {line}); "
+                    "refused for safety: payroll XML never needs one"
+                )
+            raise XmlRejected(
+                f"the file declares a DOCTYPE (line {line}); entity declarations are "
+                "refused for safety and payroll XML never needs a DOCTYPE"
+            )
+        else:
+            return  # the root element (or garbage the parser will report)
+
+
+def _new_parser() -> etree.XMLParser:
+    """A fresh hardened parser: lxml parsers must not be shared between threads."""
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        attribute_defaults=False,
+        huge_tree=False,
+        collect_ids=False,
+    )
+    # Belt and braces: should libxml2 ever ask for an external resource anyway,
+    # it gets nothing from disk or network.
+    parser.resolvers.add(_RefuseAllResolver())
+    return parser
+
+
+class _RefuseAllResolver(etree.Resolver):
+    """Answers every external load of a payroll file with an empty document."""
+
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: Any
+    ) -> Any:
+        return self.resolve_string("", context, base_url=None)
+
+
+def _syntax_reason(exc: etree.XMLSyntaxError) -> str:
+    """Turn libxml2's message into 'where and what', naming the safety limits plainly."""
+    line, column = exc.position
+    message = str(getattr(exc, "msg", "") or exc)
+    message = _TRAILING_POSITION.sub("", message)
+    where = f"line {line}, column {column}"
+    if "Excessive depth" in message:
+        return (
+            f"the file nests elements more than {_LIBXML_MAX_DEPTH} levels deep ({where}); "
+            "refused for safety"
+        )
+    if "Text node too long" in message or "Resource limit exceeded" in message:
+        return f"the file has a text value too long for safety ({where})"
+    if "amplification" in message:
+        return f"the file expands entities beyond the safety limit ({where})"
+    return f"the file is not well-formed XML: {where}: {message}"
+
+
+def parse_hardened(data: bytes, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> etree._ElementTree:
+    """Parse untrusted XML bytes, or raise :class:`XmlRejected` with a one-line reason.
+
+    The checks run cheapest first, so that a hostile file is refused before libxml2
+    spends time or memory on it: size, encoding, DOCTYPE, then the parse itself with
+    a parser that cannot load anything, then a second DOCTYPE check on the tree.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"parse_hardened wants bytes, not {type(data).__name__}")
+    data = bytes(data)
+    _refuse_size(len(data), max_bytes)
+    if not data:
+        raise XmlRejected("the file is empty")
+    start = _refuse_bad_encoding(data)
+    _scan_prolog(data, start)
+    try:
+        root = etree.fromstring(data, _new_parser())
+    except etree.XMLSyntaxError as exc:
+        raise XmlRejected(_syntax_reason(exc)) from None
+    tree = root.getroottree()
+    docinfo = cast("Any", tree.docinfo)  # the stubs lack DocInfo.doctype
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise XmlRejected(
+            "the file declares a DOCTYPE; entity declarations are refused for safety "
+            "and payroll XML never needs a DOCTYPE"
+        )
+    return tree
+
+
+class _XsdResolver(etree.Resolver):
+    """Lets an XSD include local files but never fetch one from the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.network_urls: list[str] = []
+
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: Any
+    ) -> Any:
+        scheme = (system_url or "").split(":", 1)[0].lower()
+        if scheme in {"http", "https", "ftp"}:
+            self.network_urls.append(system_url or "")
+            # Answer as if the file were missing (an empty file name): libxml2 then
+            # behaves as it does offline, so an import that is only a hint is skipped
+            # and one that is really needed fails ("does not resolve"); we say why below.
+            return self.resolve_filename("", context)  # type: ignore[attr-defined]  # not in the stubs
+        return None  # local file: libxml2's ordinary loader
+
+
+def load_schema(path: str | os.PathLike[str]) -> etree.XMLSchema:
+    """Load the operator's XSD (and the local files it includes), never touching the network.
+
+    Raises :class:`XsdUnusable` (a ValueError and an XmlRejected) naming the path and
+    the first problem, so that a bad XSD stops the configuration from loading instead
+    of rejecting every file later.
+    """
+    shown = os.fspath(path)
+    resolver = _XsdResolver()
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    parser.resolvers.add(resolver)
+    try:
+        doc = etree.parse(shown, parser)
+        schema = etree.XMLSchema(doc)
+    except OSError as exc:
+        raise XsdUnusable(f"cannot read the XSD {shown}: {exc.strerror or exc}") from None
+    except etree.LxmlError as exc:
+        reason = _CLARK_NAMESPACE.sub("", str(exc))
+        if resolver.network_urls:
+            reason += (
+                f" (flad does not fetch schemas from the network: {resolver.network_urls[0]}; "
+                "download it and point the XSD at the local copy)"
+            )
+        raise XsdUnusable(f"the XSD {shown} cannot be used: {reason}") from None
+    return schema
+
+
+def _schema_reason(schema: etree.XMLSchema) -> str:
+    """The first few XSD errors, each with its line, on one line."""
+    entries: list[Any] = list(cast("Any", schema.error_log))
+    parts: list[str] = []
+    for entry in entries[:_MAX_SCHEMA_ERRORS]:
+        message = _CLARK_NAMESPACE.sub("", str(entry.message)).strip()
+        line = int(entry.line)
+        parts.append(f"line {line}: {message}" if line > 0 else message)
+    if len(entries) > _MAX_SCHEMA_ERRORS:
+        more = len(entries) - _MAX_SCHEMA_ERRORS
+        parts.append(f"and {more} more error{'s' if more > 1 else ''}")
+    if not parts:
+        parts.append("the validator gave no detail")
+    return "the file does not follow the XSD: " + "; ".join(parts)
+
+
+# A probe for check_xpath: one node of every kind an XPath can select.
+_XPATH_PROBE = b'<x xmlns:p="urn:p" a="v">t<!--c--><?p q?><y/></x>'
+
+
+class _NotText(Exception):
+    """An XPath result that cannot be an identity: says what it is instead."""
+
+
+def _text_values(result: object) -> tuple[str, ...]:
+    """Stripped text values of an XPath result, or _NotText naming what it gave.
+
+    Elements give their string value (all descendant text, comments excluded),
+    attributes and text nodes give their text, a string result gives itself (none
+    if empty). Numbers, booleans, comments, PIs and namespace nodes are no identity.
+    """
+    if isinstance(result, bool):
+        raise _NotText("gives a boolean, not elements or text")
+    if isinstance(result, int | float):
+        raise _NotText("gives a number, not elements or text")
+    if isinstance(result, str | bytes):
+        text = (result.decode("utf-8") if isinstance(result, bytes) else result).strip()
+        return (text,) if text else ()
+    values: list[str] = []
+    for item in cast("list[object]", result):
+        if isinstance(item, etree._Comment):
+            node = "comment"
+        elif isinstance(item, etree._ProcessingInstruction):
+            node = "processing instruction"
+        elif isinstance(item, etree._Element):
+            values.append("".join(str(text) for text in item.itertext()).strip())
+            continue
+        elif isinstance(item, str | bytes):
+            values.append((item.decode("utf-8") if isinstance(item, bytes) else item).strip())
+            continue
+        else:
+            node = "namespace node" if isinstance(item, tuple) else type(item).__name__
+        raise _NotText(f"selects a {node}, not an element, attribute or text")
+    return tuple(values)
+
+
+def check_xpath(expr: str) -> str | None:
+    """Why an identity XPath cannot be used, or None if it can.
+
+    Run at configuration load, so that a typo stops the service at start rather than
+    rejecting every file. The expression is compiled and tried on a tiny document
+    holding every kind of node, which also catches undefined prefixes, variables and
+    functions, and expressions that give a number, a boolean or comments instead of
+    elements or text. (An expression can still select a comment only in some files:
+    check_document says so then.)
+    """
+    if not expr.strip():
+        return "the XPath is empty"
+    try:
+        result = etree.XPath(expr, smart_strings=False)(etree.fromstring(_XPATH_PROBE))
+    except etree.LxmlError as exc:
+        detail = str(exc) or type(exc).__name__
+        if "namespace prefix" in detail:
+            return (
+                f"{detail}: flad binds no prefixes, match on local names instead, "
+                "e.g. //*[local-name()='EmployerId']"
+            )
+        return f"invalid XPath: {detail}"
+    try:
+        _text_values(result)
+    except _NotText as exc:
+        return f"the XPath {exc}"
+    return None
+
+
+def _xpath_values(tree: etree._ElementTree, expr: str, what: str) -> tuple[str, ...]:
+    """The identity values one configured XPath selects in a checked document."""
+    try:
+        return _text_values(etree.XPath(expr, smart_strings=False)(tree))
+    except etree.LxmlError as exc:
+        problem = f"cannot be used: {exc}"
+    except _NotText as exc:
+        problem = str(exc)
+    raise XmlRejected(f"the configured {what} XPath {expr!r} {problem}; check the configuration")
+
+
+def check_document(
+    data: bytes,
+    *,
+    schema: etree.XMLSchema | None,
+    root_element: str | None,
+    employer_xpath: str = DEFAULT_EMPLOYER_XPATH,
+    sender_xpath: str = DEFAULT_SENDER_XPATH,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> CheckedDocument:
+    """Every check one outgoing file must pass; raise :class:`XmlRejected` on the first failure.
+
+    Order: hardened parse, root element (clearer than the XSD's own message for a
+    wrong file type), XSD, then the identity XPaths. ``root_element`` is compared
+    with the root's local name; ``None`` skips that check, as ``schema=None`` skips
+    the XSD.
+    """
+    tree = parse_hardened(data, max_bytes=max_bytes)
+    root = tree.getroot()
+    root_tag = etree.QName(root).localname
+    if root_element is not None and root_tag != root_element:
+        raise XmlRejected(f"root element is {root_tag!r}, expected {root_element!r}")
+    if schema is not None:
+        with _SCHEMA_LOCK:
+            valid = schema.validate(tree)
+            reason = None if valid else _schema_reason(schema)
+        if reason is not None:
+            raise XmlRejected(reason)
+    return CheckedDocument(
+        root_tag=root_tag,
+        employers=_xpath_values(tree, employer_xpath, "employer"),
+        senders=_xpath_values(tree, sender_xpath, "sender"),
+    )
