@@ -155,10 +155,10 @@ class _Reader:
         value = table[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             self.problem(full, f"must be a {kind.__name__}, got {type(value).__name__}")
             return default
-        return value  # type: ignore[no-any-return]
+        return value
 
     def text(self, table: Mapping[str, Any], prefix: str, key: str, *,
              required: bool = False, default: str | None = None) -> str | None:
@@ -337,7 +337,8 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         company_id = identity.normalize_enterprise_number(company_raw)
         reason = identity.enterprise_number_problem(company_id)
         if reason:
-            r.problem(f"{p}company_id", f"{company_raw!r} is not a valid enterprise number: {reason}")
+            r.problem(f"{p}company_id",
+                      f"{company_raw!r} is not a valid enterprise number: {reason}")
     sender_raw = t.get("sender_id")
     if isinstance(sender_raw, int) and not isinstance(sender_raw, bool):
         sender_raw = str(sender_raw)

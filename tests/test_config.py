@@ -145,7 +145,8 @@ def test_signing_key_readable_by_group_is_refused(tmp_path: Path) -> None:
 
     files = write_test_signer(tmp_path / "sig")
     os.chmod(files.key_path, 0o640)
-    ch = configs.channel(tmp_path, signing={"certificate": files.cert_path, "private_key": files.key_path})
+    ch = configs.channel(tmp_path, signing={"certificate": files.cert_path,
+                                            "private_key": files.key_path})
     (problem,) = load_problems(configs.write(tmp_path, [ch]))
     assert "signing.private_key" in problem and f"chmod 600 {files.key_path}" in problem
 

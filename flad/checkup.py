@@ -1,0 +1,176 @@
+"""`flad check` and `flad validate`: the whole set-up looked at once, before any file.
+
+An operator fixing a new installation wants every problem in one list, not one per
+attempt; so each check records a finding and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flad import config as config_mod
+from flad import identity, signing, xmlcheck
+from flad.config import ChannelConfig, Config
+from flad.pipeline import FileChecker, Rejected
+
+
+class UsageError(Exception):
+    """The command line does not say enough (which channel, which application)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok" | "warning" | "error"
+    subject: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.level.upper():7} {self.subject}: {self.message}"
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    ok: bool
+    reason: str | None
+    warnings: tuple[str, ...]
+
+
+def _pick_channel(config: Config, name: str | None) -> ChannelConfig:
+    if name is not None:
+        channel = config.channel(name)
+        if channel is None:
+            raise UsageError(f"no channel {name!r}; channels: "
+                             f"{', '.join(c.name for c in config.channels)}")
+        return channel
+    if len(config.channels) == 1:
+        return config.channels[0]
+    raise UsageError("several channels are configured: say which with --channel")
+
+
+def validate_file(config: Config, path: Path, *, channel: str | None,
+                  app: str | None) -> FileVerdict:
+    """Check one file as the service would, without sending or moving it."""
+    ch = _pick_channel(config, channel)
+    app_name = app
+    if app_name is None:
+        if len(ch.applications) == 1:
+            app_name = ch.applications[0].name
+        elif ch.application(path.parent.name) is not None:
+            app_name = path.parent.name
+        else:
+            raise UsageError(f"channel {ch.name} has several applications: say which with "
+                             "--app")
+    application = ch.application(app_name)
+    if application is None:
+        raise UsageError(f"channel {ch.name} has no application {app_name!r}")
+    try:
+        if path.is_symlink() or not path.is_file():
+            return FileVerdict(False, "not a regular file", ())
+        if path.stat().st_size > application.max_file_bytes:
+            return FileVerdict(False, f"file is {path.stat().st_size} bytes, larger than the "
+                               f"limit of {application.max_file_bytes} bytes", ())
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileVerdict(False, f"cannot read the file: {exc.strerror}", ())
+    try:
+        warnings = FileChecker(ch).check(application, "test", data)
+    except Rejected as exc:
+        return FileVerdict(False, str(exc), ())
+    except xmlcheck.XmlRejected as exc:  # a broken XSD
+        return FileVerdict(False, str(exc), ())
+    return FileVerdict(True, None, warnings)
+
+
+def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Finding]:
+    try:
+        config = config_mod.load(config_path)
+    except config_mod.ConfigError as exc:
+        return [Finding("error", "configuration", p) for p in exc.problems]
+    findings = [Finding("warning", "configuration", w) for w in config.warnings]
+    findings.append(Finding("ok", "configuration", f"{config.path}: "
+                            f"{len(config.channels)} channel(s)"))
+    findings += _check_state_dir(config)
+    for channel in config.channels:
+        findings += _check_channel_offline(channel)
+        if not offline:
+            findings += _check_channel_online(channel)
+    return findings
+
+
+def _check_state_dir(config: Config) -> list[Finding]:
+    state = config.daemon.state_dir
+    probe = state if state.exists() else state.parent
+    if not os.access(probe, os.W_OK):
+        return [Finding("error", "daemon.state_dir", f"{state} is not writable by this user")]
+    return [Finding("ok", "daemon.state_dir", str(state))]
+
+
+def _check_channel_offline(ch: ChannelConfig) -> list[Finding]:
+    subject = f"channel {ch.name}"
+    out: list[Finding] = []
+    for folder in (ch.outbox, ch.inbox):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            out.append(Finding("error", subject, f"{folder} cannot be created or written"))
+    if ch.signing is not None:
+        from flad.daemon import load_signer
+
+        try:
+            signer = load_signer(ch)
+        except signing.SigningError as exc:
+            out.append(Finding("error", f"{subject} signing", str(exc)))
+        else:
+            assert signer is not None
+            report = signing.check_signer(signer)
+            out += [Finding("error", f"{subject} signing", e) for e in report.errors]
+            out += [Finding("warning", f"{subject} signing", w) for w in report.warnings]
+            if report.ok:
+                info = signing.describe_certificate(signer.certificate)
+                out.append(Finding("ok", f"{subject} signing",
+                                   f"{info['subject']}, valid until {info['not_after']}"))
+    if ch.reply_trust is not None:
+        try:
+            certs = signing.load_certificates(ch.reply_trust)
+            out.append(Finding("ok", f"{subject} reply_trust",
+                               f"{len(certs)} trusted certificate(s)"))
+        except signing.SigningError as exc:
+            out.append(Finding("error", f"{subject} reply_trust", str(exc)))
+    for app in ch.applications:
+        if app.xsd is None:
+            continue
+        try:
+            xmlcheck.load_schema(app.xsd)
+            out.append(Finding("ok", f"{subject} application {app.name}", f"XSD {app.xsd}"))
+        except (xmlcheck.XmlRejected, ValueError, OSError) as exc:
+            out.append(Finding("error", f"{subject} application {app.name}", str(exc)))
+    if not ch.sftp.known_hosts.is_file():
+        out.append(Finding("warning", f"{subject} sftp", f"known_hosts "
+                           f"{ch.sftp.known_hosts} does not exist yet: run flad trust-host "
+                           f"-c CONFIG {ch.name}"))
+    if ch.quality in identity.MANDATARY_QUALITIES and ch.mandates is not None:
+        out.append(Finding("ok", f"{subject} mandates", f"{len(ch.mandates)} mandate(s)"))
+    return out
+
+
+def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
+    from flad.daemon import sftp_settings
+    from flad.transport import SftpChannel, TransportError
+
+    subject = f"channel {ch.name} sftp"
+    transport = SftpChannel(sftp_settings(ch), channel_name=ch.name)
+    try:
+        transport.connect()
+        folders = transport.list_remote_folders()
+    except TransportError as exc:
+        return [Finding("error", subject, str(exc))]
+    finally:
+        transport.close()
+    wanted = {"INTEST", "OUTTEST"} | ({"IN", "OUT"} if ch.production else set())
+    missing = sorted(wanted - set(folders))
+    if missing:
+        return [Finding("error", subject, f"connected, but the server has no "
+                        f"{', '.join(missing)} folder")]
+    return [Finding("ok", subject, f"connected to {ch.sftp.username}@{ch.sftp.host}:"
+                    f"{ch.sftp.port}; folders {', '.join(sorted(folders))}")]

@@ -1,0 +1,327 @@
+"""The `flad` command: argument parsing and output; the rules live in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from flad import __version__, checkup, logs, setup_assistant, signing, status
+from flad import config as config_mod
+from flad.journal import Journal
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def _config(path: str) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _passphrase(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise SystemExit(f"flad: cannot read passphrase file {path}: {exc.strerror}") from None
+
+
+# -- validate ----------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    all_ok = True
+    for name in args.files:
+        path = Path(name)
+        try:
+            verdict = checkup.validate_file(config, path, channel=args.channel, app=args.app)
+        except checkup.UsageError as exc:
+            print(f"flad: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if verdict.ok:
+            extra = "".join(f" (warning: {w})" for w in verdict.warnings)
+            print(f"{name}: OK{extra}")
+        else:
+            all_ok = False
+            print(f"{name}: REFUSED: {verdict.reason}")
+    return EXIT_OK if all_ok else EXIT_PROBLEM
+
+
+# -- sign / verify -----------------------------------------------------------------
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    passphrase = _passphrase(args.passphrase_file)
+    try:
+        if args.pkcs12:
+            signer = signing.load_signer_pkcs12(args.pkcs12, passphrase)
+        elif args.cert and args.key:
+            signer = signing.load_signer_pem(args.cert, args.key, passphrase)
+        else:
+            print("flad sign: give --cert and --key, or --pkcs12", file=sys.stderr)
+            return EXIT_USAGE
+        data = Path(args.file).read_bytes()
+        fs = signing.make_fs(data, signer, args.line_format)
+    except signing.SigningError as exc:
+        print(f"flad sign: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"flad sign: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_PROBLEM
+    report = signing.check_signer(signer)
+    for message in (*report.errors, *report.warnings):
+        print(f"flad sign: warning: {message}", file=sys.stderr)
+    if args.output and args.output != "-":
+        Path(args.output).write_bytes(fs)
+    else:
+        sys.stdout.buffer.write(fs)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        certs = signing.load_certificates(args.cert)
+        data = Path(args.file).read_bytes()
+        fs = Path(args.fs).read_bytes()
+    except (OSError, signing.SigningError) as exc:
+        print(f"flad verify-signature: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if len(certs) == 1:
+            result = signing.verify_fs(data, fs, certificate=certs[0])
+        else:
+            result = signing.verify_fs(data, fs, trusted=certs)
+    except signing.SignatureInvalid as exc:
+        print(f"{args.file}: signature INVALID: {exc}")
+        return EXIT_PROBLEM
+    subject = result.signer.subject.rfc4514_string()
+    print(f"{args.file}: signature OK ({result.digest_algorithm}, signed by {subject})")
+    return EXIT_OK
+
+
+# -- check -------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    findings = checkup.check_all(args.config, offline=args.offline)
+    for finding in findings:
+        print(finding.line())
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = sum(1 for f in findings if f.level == "warning")
+    print(f"{errors} error(s), {warnings} warning(s)")
+    return EXIT_PROBLEM if errors else EXIT_OK
+
+
+# -- run / status / resend / trust-host --------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flad.daemon import Service  # the service's imports are not needed elsewhere
+
+    config = _config(args.config)
+    logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    try:
+        service = Service(config, once=args.once, max_wait=args.max_wait)
+        return service.run()
+    except signing.SigningError as exc:
+        logs.get().error("startup_failed", error=str(exc))
+        print(f"flad run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _since(value: str) -> float:
+    """'2h', '30m', '7d' or an ISO date/time."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return time.time() - int(value[:-1]) * units[value[-1]]
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since takes 30m, 2h, 7d or an ISO date, not {value!r}") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    path = config.daemon.state_dir / "journal.sqlite3"
+    if not path.exists():
+        print("[]" if args.json else "no journal yet: flad has not run with this "
+              "configuration")
+        return EXIT_OK
+    db = Journal(path, readonly=True)
+    try:
+        subs = db.submissions(channel=args.channel, states=args.state or (), since=args.since)
+        channels = db.channel_states()
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(status.as_json(subs), indent=2))
+    else:
+        print(status.render(subs, channels))
+    return EXIT_OK
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    db = Journal(config.daemon.state_dir / "journal.sqlite3")
+    try:
+        message = status.resend(config, db, args.id)
+    except ValueError as exc:
+        print(f"flad resend: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    finally:
+        db.close()
+    print(message)
+    return EXIT_OK
+
+
+def cmd_trust_host(args: argparse.Namespace) -> int:
+    from flad import transport
+
+    config = _config(args.config)
+    channel = config.channel(args.channel)
+    if channel is None:
+        names = ", ".join(c.name for c in config.channels)
+        print(f"flad trust-host: no channel {args.channel!r} (channels: {names})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    s = channel.sftp
+    try:
+        key = transport.fetch_host_key(s.host, s.port, s.connect_timeout)
+    except transport.TransportError as exc:
+        print(f"flad trust-host: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"{s.host}:{s.port} presents a {key.get_name()} key, fingerprint "
+          f"{transport.fingerprint(key)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("compare it with the fingerprint your administrator published, then run "
+                  "again with --yes", file=sys.stderr)
+            return EXIT_PROBLEM
+        if input("Trust this key? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("not recorded")
+            return EXIT_PROBLEM
+    transport.add_known_host(s.known_hosts, s.host, s.port, key)
+    print(f"recorded in {s.known_hosts}")
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flad",
+        description="Send payroll and training XML files over the Belgian social-security "
+                    "batch channel (SFTP): checked, named, signed, sent once, replies "
+                    "brought home.")
+    parser.add_argument("--version", action="version", version=f"flad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", required=True, metavar="CONFIG",
+                       help="flad's TOML configuration file")
+
+    p = sub.add_parser("validate", help="check XML files the way the service would",
+                       description="Check each file as the service would before sending: "
+                       "well-formed, safe, valid against the application's XSD, sent under "
+                       "an enterprise number the channel may use. Prints OK or the reasons; "
+                       "exit 0 when all are valid.")
+    with_config(p)
+    p.add_argument("--channel", help="channel name (needed when there are several)")
+    p.add_argument("--app", help="application name (guessed from the folder otherwise)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sign", help="write the FS signature of a file",
+                       description="Write the FS content for FILE: a detached CMS signature "
+                       "(SHA-256), base64, as the platform expects it.")
+    p.add_argument("--cert", help="signing certificate (PEM)")
+    p.add_argument("--key", help="private key of the certificate (PEM)")
+    p.add_argument("--pkcs12", help="certificate and key in one PKCS#12 (.p12/.pfx) file")
+    p.add_argument("--passphrase-file", help="file holding the key's passphrase")
+    p.add_argument("--line-format", choices=signing.LINE_FORMATS, default="single",
+                   help="base64 on one line (default) or 76-character lines separated by CR")
+    p.add_argument("-o", "--output", help="where to write the FS (default: standard output)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("verify-signature", help="check an FS signature against a file",
+                       description="Check that FS is a valid signature of FILE by CERT (or "
+                       "by a certificate issued by one in CERT). Exit 0 when it holds.")
+    p.add_argument("--cert", required=True, help="the signer's certificate, or trusted CAs")
+    p.add_argument("--fs", required=True, help="the FS signature file")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("check", help="check the configuration, keys, certificates and "
+                       "servers", description="List every problem of the set-up at once: "
+                       "configuration, file permissions, certificate dates, XSDs; without "
+                       "--offline also connect to each channel's server.")
+    with_config(p)
+    p.add_argument("--offline", action="store_true", help="do not connect to the servers")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="run the service (in the foreground, as systemd does)",
+                       description="Watch the outboxes and send every file dropped there. "
+                       "With --once: send what is there now and exit (0 when every file "
+                       "ended sent or rejected, 1 otherwise).")
+    with_config(p)
+    p.add_argument("--once", action="store_true", help="send what is there now, then exit")
+    p.add_argument("--max-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="with --once: how long to retry an unreachable server (default 60)")
+    p.add_argument("--log-format", choices=config_mod.LOG_FORMATS,
+                   help="override daemon.log_format")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="what happened to each file",
+                       description="One row per submission from the journal; safe to run "
+                       "while the service works.")
+    with_config(p)
+    p.add_argument("--json", action="store_true", help="a JSON array, for machines")
+    p.add_argument("--state", action="append", choices=status.ALL_STATES,
+                   help="only these states (repeatable)")
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--since", type=_since, help="only changes since 30m, 2h, 7d or a date")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("resend", help="send a refused duplicate (or failed file) anyway",
+                       description="Put submission ID back in line. A file refused as a "
+                       "duplicate is sent even though its content was sent before.")
+    with_config(p)
+    p.add_argument("id", type=int, metavar="ID", help="submission id (from flad status)")
+    p.set_defaults(func=cmd_resend)
+
+    p = sub.add_parser("trust-host", help="record a channel server's host key",
+                       description="Connect to the channel's server, show its host key "
+                       "fingerprint and, once confirmed, record it in known_hosts. flad "
+                       "never trusts an unknown key by itself.")
+    with_config(p)
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("--yes", action="store_true", help="record without asking")
+    p.set_defaults(func=cmd_trust_host)
+
+    setup_assistant.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `flad status | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

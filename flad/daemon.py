@@ -1,0 +1,416 @@
+"""Process life: one worker per channel, the outbox watcher, signals and systemd.
+
+A channel that cannot reach its server only holds up its own files; a file that
+breaks a step only fails itself. SIGTERM finishes the step in flight; SIGHUP reloads
+the configuration (a broken new one is refused and the old one kept).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import tenacity
+
+from flad import config as config_mod
+from flad import journal, logs, sdnotify, signing
+from flad.config import ChannelConfig, Config
+from flad.journal import Journal
+from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
+from flad.pipeline import ChannelPipeline
+from flad.replies import ReplyPoller
+from flad.transport import PermanentTransportError, SftpChannel, SftpSettings, TransportError
+
+STOP_GRACE_SECONDS = 9.0
+_CACHE_LIMIT_BYTES = 256 * 1024 * 1024
+
+
+class Stopping(Exception):
+    """The service is stopping: leave the retry loop at once."""
+
+
+class OutOfTime(Exception):
+    """`--once` gave up waiting for the server; files stay queued for the next run."""
+
+
+def journal_path(config: Config) -> Path:
+    return config.daemon.state_dir / "journal.sqlite3"
+
+
+def sftp_settings(channel: ChannelConfig) -> SftpSettings:
+    s = channel.sftp
+    return SftpSettings(
+        host=s.host, port=s.port, username=s.username, private_key=s.private_key,
+        passphrase=s.passphrase, known_hosts=s.known_hosts, legacy_ssh_rsa=s.legacy_ssh_rsa,
+        connect_timeout=s.connect_timeout, request_timeout=s.request_timeout,
+        keepalive_seconds=s.keepalive_seconds)
+
+
+def load_signer(channel: ChannelConfig) -> signing.Signer | None:
+    """The channel's signer, or None when it signs nothing; SigningError when broken."""
+    sc = channel.signing
+    if sc is None:
+        return None
+    if sc.pkcs12 is not None:
+        return signing.load_signer_pkcs12(sc.pkcs12, sc.passphrase)
+    assert sc.certificate is not None and sc.private_key is not None
+    return signing.load_signer_pem(sc.certificate, sc.private_key, sc.passphrase)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransportError) and not isinstance(exc, PermanentTransportError)
+
+
+@dataclass
+class DataCache:
+    """Content read at claim time, handed to the worker so no file is read twice."""
+
+    limit: int = _CACHE_LIMIT_BYTES
+    _items: dict[int, bytes] = field(default_factory=dict)
+    _size: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put(self, sub_id: int, data: bytes | None) -> None:
+        with self._lock:
+            if data is not None and self._size + len(data) <= self.limit:
+                self._items[sub_id] = data
+                self._size += len(data)
+
+    def take(self, sub_id: int) -> bytes | None:
+        with self._lock:
+            data = self._items.pop(sub_id, None)
+            self._size -= len(data) if data is not None else 0
+            return data
+
+
+class ChannelWorker(threading.Thread):
+    def __init__(self, channel: ChannelConfig, config: Config, journal_: Journal,
+                 signer: signing.Signer | None, cache: DataCache, stop: threading.Event, *,
+                 once: bool, deadline: float | None) -> None:
+        super().__init__(name=f"channel-{channel.name}", daemon=True)
+        self.channel = channel
+        self.config = config
+        self.journal = journal_
+        self.cache = cache
+        self.stop = stop
+        self.once = once
+        self.deadline = deadline
+        self.wake = threading.Event()
+        self.transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
+        self.pipeline = ChannelPipeline(channel, config.daemon, journal_, self.transport,
+                                        signer)
+        self.log = logs.get("flad.daemon").bind(channel=channel.name)
+        self.poller = ReplyPoller(channel, journal_, self.transport)
+        self.next_poll = 0.0
+        self.failed_until = 0.0
+        self.gave_up = False
+        self._attempts = 0
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except Stopping:
+            pass
+        except Exception:  # the worker must not vanish silently
+            self.log.exception("worker_crashed")
+        finally:
+            self.transport.close()
+
+    def _loop(self) -> None:
+        previous: list[int] = []
+        while not self.stop.is_set():
+            if time.monotonic() < self.failed_until:
+                if self.once:
+                    return
+                self._sleep(min(5.0, self.failed_until - time.monotonic()))
+                continue
+            subs = self.journal.open_submissions(self.channel.name)
+            if self.once:
+                if not subs:  # everything sent: fetch the replies once, and stop
+                    self._poll_replies()
+                    return
+            elif time.monotonic() >= self.next_poll:
+                self._poll_replies()
+            if not subs:
+                self.wake.wait(min(1.0, max(0.0, self.next_poll - time.monotonic())))
+                self.wake.clear()
+                continue
+            ids = [s.id for s in subs]
+            if self.once and ids == previous:
+                return  # no progress possible in this run; the journal keeps them queued
+            previous = ids
+            for sub in subs:
+                if self.stop.is_set() or not self._handle(sub):
+                    break
+            if self.once and self.gave_up:
+                return
+
+    def _poll_replies(self) -> None:
+        self.next_poll = time.monotonic() + self.channel.poll_seconds
+        self._guarded(self.poller.poll, None)
+
+    def _handle(self, sub: journal.Submission) -> bool:
+        """Advance one submission; False when the channel cannot go on for now."""
+        data = self.cache.take(sub.id)
+
+        def step() -> None:
+            fresh = self.journal.get(sub.id)  # each retry starts from what is recorded
+            if fresh is not None:
+                self.pipeline.advance(fresh, data)
+
+        return self._guarded(step, sub)
+
+    def _guarded(self, fn: Callable[[], Any], sub: journal.Submission | None) -> bool:
+        """Run one step with retries; False when the channel cannot go on for now."""
+        sub_id = sub.id if sub is not None else None
+        try:
+            self._retrying(fn)
+        except PermanentTransportError as exc:
+            minutes = self.config.daemon.auth_retry_minutes
+            self.failed_until = time.monotonic() + minutes * 60
+            self.journal.set_channel_state(self.channel.name, "failed", error=str(exc),
+                                           next_attempt=time.time() + minutes * 60)
+            if sub_id is not None:
+                self.journal.note_error(sub_id, str(exc))
+            self.log.error("channel_failed", error=str(exc), submission=sub_id,
+                           retry_in_minutes=minutes)
+            return False
+        except OutOfTime as exc:
+            self.gave_up = True
+            self.log.error("channel_gave_up", error=str(exc), submission=sub_id)
+            return False
+        except TransportError as exc:  # only when the retry loop was stopped
+            if sub_id is not None:
+                self.journal.note_error(sub_id, str(exc))
+            return False
+        except Stopping:
+            raise
+        except Exception as exc:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.log.exception("step_failed", submission=sub_id, error=reason)
+            if sub_id is not None:
+                self.journal.mark_failed(sub_id, " ".join(reason.split()))
+            return True
+        if self._attempts:
+            self.journal.set_channel_state(self.channel.name, "connected")
+            self.log.info("channel_recovered", attempts=self._attempts)
+            self._attempts = 0
+        return True
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_exponential_jitter(
+                initial=1, max=self.config.daemon.max_backoff_seconds, jitter=1),
+            stop=tenacity.stop_never,
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        delay = state.upcoming_sleep
+        exc = state.outcome.exception() if state.outcome else None
+        error = str(exc) if exc else "unknown error"
+        self._attempts += 1
+        if self.deadline is not None and time.monotonic() + delay > self.deadline:
+            raise OutOfTime(f"server still unreachable after --max-wait: {error}")
+        self.journal.set_channel_state(self.channel.name, "retrying", error=error,
+                                       attempts=self._attempts,
+                                       next_attempt=time.time() + delay)
+        self.log.warning("retry_scheduled", error=error, attempt=self._attempts,
+                         delay_seconds=round(delay, 2))
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopping()
+
+
+class Service:
+    """`flad run`: the watcher and the channel workers under one roof."""
+
+    def __init__(self, config: Config, *, once: bool = False, max_wait: float = 60.0,
+                 install_signals: bool = True) -> None:
+        self.config = config
+        self.install_signals = install_signals
+        self.once = once
+        self.max_wait = max_wait
+        self.log = logs.get("flad.daemon")
+        self.cache = DataCache()
+        self.journal = Journal(journal_path(config))
+        self._stop = threading.Event()
+        self._generation_stop = threading.Event()
+        self._reload = threading.Event()
+        self.workers: dict[str, ChannelWorker] = {}
+        self.watcher: OutboxWatcher | None = None
+        self._watch_thread: threading.Thread | None = None
+
+    # -- start and stop ------------------------------------------------------------
+
+    def _signers(self, config: Config) -> dict[str, signing.Signer | None]:
+        signers: dict[str, signing.Signer | None] = {}
+        for ch in config.channels:
+            signer = load_signer(ch)
+            if signer is not None:
+                report = signing.check_signer(signer)
+                for warning in report.warnings:
+                    self.log.warning("certificate_warning", channel=ch.name, warning=warning)
+                if report.errors:
+                    raise signing.SigningError(f"channel {ch.name}: {'; '.join(report.errors)}")
+            signers[ch.name] = signer
+        return signers
+
+    def _start(self, config: Config) -> None:
+        signers = self._signers(config)
+        for warning in config.warnings:
+            self.log.warning("config_warning", warning=warning)
+        claimer = Claimer(config, self.journal)
+        folders = drop_folders(config)
+        claimer.recover(folders)
+        self._finish_interrupted(config, signers)
+        self.watcher = OutboxWatcher(config, claimer, self._on_claimed)
+        self.watcher.prepare_folders()
+        self._generation_stop = threading.Event()
+        deadline = time.monotonic() + self.max_wait if self.once else None
+        if self.once:
+            self._collect_once(self.watcher)
+        else:
+            self.watcher.start_watching()
+            self._watch_thread = threading.Thread(
+                target=self.watcher.run, args=(self._generation_stop,), name="outbox",
+                daemon=True)
+            self._watch_thread.start()
+        self.workers = {
+            ch.name: ChannelWorker(ch, config, self.journal, signers[ch.name], self.cache,
+                                   self._generation_stop, once=self.once, deadline=deadline)
+            for ch in config.channels
+        }
+        for worker in self.workers.values():
+            worker.start()
+        self.log.info("service_started", channels=len(config.channels), once=self.once)
+
+    def _collect_once(self, watcher: OutboxWatcher) -> None:
+        """Take everything in the outboxes now, waiting for in-place writes to settle."""
+        watcher.rescan()
+        limit = time.monotonic() + self.config.daemon.settle_seconds + self.max_wait
+        while len(watcher.tracker) and time.monotonic() < limit:
+            time.sleep(0.2)
+            watcher.rescan()
+
+    def _finish_interrupted(self, config: Config, signers: dict[str, Any]) -> None:
+        """Rejections and archives that a crash left half done."""
+        for sub in self.journal.submissions(states=(journal.REJECTED, journal.SENT)):
+            channel = config.channel(sub.channel)
+            if channel is None or not Path(sub.spool_path).exists():
+                continue
+            pipeline = ChannelPipeline(channel, config.daemon, self.journal,
+                                       SftpChannel(sftp_settings(channel)), signers[sub.channel])
+            try:
+                if sub.state == journal.REJECTED and sub.rejected_path:
+                    pipeline.finish_rejection(sub)
+                elif sub.state == journal.SENT:
+                    pipeline.archive(sub)
+            except OSError as exc:
+                self.log.error("recovery_failed", channel=sub.channel, submission=sub.id,
+                               error=str(exc))
+
+    def _stop_generation(self) -> None:
+        self._generation_stop.set()
+        if self.watcher is not None:
+            self.watcher.stop_watching()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for worker in self.workers.values():
+            worker.wake.set()
+            worker.join(max(0.1, deadline - time.monotonic()))
+        if self._watch_thread is not None:
+            self._watch_thread.join(max(0.1, deadline - time.monotonic()))
+
+    def _on_claimed(self, claimed: Claimed) -> None:
+        self.cache.put(claimed.submission_id, claimed.data)
+        worker = self.workers.get(claimed.channel)
+        if worker is not None:
+            worker.wake.set()
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> int:
+        started = time.time()
+        if not self.once and self.install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGHUP, self._on_signal)
+        self._start(self.config)
+        if self.once:
+            for worker in self.workers.values():
+                worker.join()
+            code = self._once_result(started)
+            self.journal.close()
+            return code
+        sdnotify.notify("READY=1")
+        watchdog_every = sdnotify.watchdog_interval()
+        next_ping = 0.0
+        while not self._stop.is_set():
+            self._stop.wait(1.0)
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            if watchdog_every and time.monotonic() >= next_ping:
+                sdnotify.notify("WATCHDOG=1")
+                next_ping = time.monotonic() + watchdog_every
+                sdnotify.notify(f"STATUS={self._status_line()}")
+        sdnotify.notify("STOPPING=1")
+        self.log.info("service_stopping")
+        self._stop_generation()
+        self.journal.close()
+        self.log.info("service_stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask `run` to finish the step in flight and return (what SIGTERM does)."""
+        self._stop.set()
+
+    def reload(self) -> None:
+        """Ask `run` to reload the configuration (what SIGHUP does)."""
+        self._reload.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+
+    def _do_reload(self) -> None:
+        try:
+            new = config_mod.load(self.config.path)
+            self._signers(new)
+        except (config_mod.ConfigError, signing.SigningError) as exc:
+            self.log.error("reload_refused", error=str(exc))
+            return
+        sdnotify.notify("RELOADING=1")
+        self._stop_generation()
+        self.config = new
+        self._start(new)
+        sdnotify.notify("READY=1")
+        self.log.info("config_reloaded", channels=len(new.channels))
+
+    def _status_line(self) -> str:
+        counts: dict[str, int] = {}
+        for sub in self.journal.submissions(states=(*journal.OPEN_STATES, journal.FAILED)):
+            counts[sub.state] = counts.get(sub.state, 0) + 1
+        queued = sum(v for k, v in counts.items() if k != journal.FAILED)
+        return (f"{len(self.workers)} channels, {queued} queued, "
+                f"{counts.get(journal.FAILED, 0)} failed")
+
+    def _once_result(self, started: float) -> int:
+        still_open = self.journal.submissions(states=journal.OPEN_STATES)
+        failed_now = [s for s in self.journal.submissions(states=(journal.FAILED,))
+                      if s.updated_at >= started]
+        self.log.info("once_finished", queued=len(still_open), failed=len(failed_now))
+        return 1 if still_open or failed_now else 0

@@ -1,0 +1,62 @@
+"""File operations that survive a crash: the journal may only record what is on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Write through a temporary name, fsync, rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename, or copy + fsync + unlink where the file systems differ; both folders synced."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.partial")
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1024 * 1024)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+        os.unlink(src)
+    fsync_dir(dst.parent)
+    with contextlib.suppress(OSError):
+        fsync_dir(src.parent)
+
+
+def free_name(folder: Path, name: str, suffix_hint: str) -> Path:
+    """`name` in folder, or `name.<hint>` when a file of that name is already there."""
+    candidate = folder / name
+    if not candidate.exists() and not candidate.is_symlink():
+        return candidate
+    return folder / f"{name}.{suffix_hint}"

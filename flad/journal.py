@@ -1,0 +1,465 @@
+"""The journal: flad's single source of truth, in SQLite.
+
+Every state change is written after the effect it records is durable, in a short
+transaction, so that a crash at any instant followed by a restart resumes each
+submission from the last step that surely happened. WAL mode and a busy timeout let
+`flad status` read while the service writes. All SQL lives here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flad import naming
+
+RECEIVED = "received"
+REJECTED = "rejected"
+PREPARED = "prepared"
+UPLOADING = "uploading"
+SENT = "sent"
+FAILED = "failed"
+ACKNOWLEDGED = "acknowledged"  # positive receipt (ACRF ResultCode 1)
+REFUSED = "refused"  # negative receipt: the platform will not process it
+NOTIFIED = "notified"  # the application's notification arrived
+STATES = (RECEIVED, REJECTED, PREPARED, UPLOADING, SENT, FAILED, ACKNOWLEDGED, REFUSED,
+          NOTIFIED)
+#: Submissions a channel worker still has to move forward.
+OPEN_STATES = (RECEIVED, PREPARED, UPLOADING)
+#: Content that reached (or may have reached) the platform: the duplicate check looks here.
+SENT_STATES = (PREPARED, UPLOADING, SENT, ACKNOWLEDGED, NOTIFIED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS submission (
+    id            INTEGER PRIMARY KEY,
+    channel       TEXT NOT NULL,
+    application   TEXT NOT NULL,
+    environment   TEXT NOT NULL,
+    drop_name     TEXT NOT NULL,
+    spool_path    TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    received_at   REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    sender        TEXT,
+    file_date     TEXT,
+    sequence      TEXT,
+    fi_name       TEXT,
+    fs_name       TEXT,
+    go_name       TEXT,
+    upload_step   TEXT,
+    sent_at       REAL,
+    error         TEXT,
+    rejected_path TEXT,
+    force_send    INTEGER NOT NULL DEFAULT 0,
+    reference_nbr TEXT,
+    receipt_result INTEGER,
+    receipt_error TEXT,
+    receipt_name  TEXT,
+    receipt_at    REAL,
+    noti_result   INTEGER,
+    anomalies_blocking INTEGER,
+    anomalies_other INTEGER,
+    anomalies     TEXT,
+    noti_name     TEXT,
+    notified_at   REAL
+);
+CREATE INDEX IF NOT EXISTS submission_go ON submission (go_name);
+CREATE INDEX IF NOT EXISTS submission_ref ON submission (reference_nbr);
+CREATE TABLE IF NOT EXISTS reply_set (
+    channel      TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    set_key      TEXT NOT NULL,
+    files        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    submission_id INTEGER,
+    delivered_at REAL NOT NULL,
+    removed_at   REAL,
+    PRIMARY KEY (channel, folder, set_key)
+);
+CREATE INDEX IF NOT EXISTS submission_state ON submission (channel, state);
+CREATE INDEX IF NOT EXISTS submission_sha ON submission (channel, application, environment, sha256);
+CREATE UNIQUE INDEX IF NOT EXISTS submission_fi ON submission (fi_name) WHERE fi_name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sequence_counter (
+    sender      TEXT NOT NULL,
+    file_date   TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    last_index  INTEGER NOT NULL,
+    PRIMARY KEY (sender, file_date, environment)
+);
+CREATE TABLE IF NOT EXISTS event (
+    id            INTEGER PRIMARY KEY,
+    submission_id INTEGER NOT NULL REFERENCES submission (id),
+    at            REAL NOT NULL,
+    state         TEXT NOT NULL,
+    detail        TEXT
+);
+CREATE TABLE IF NOT EXISTS channel_state (
+    channel      TEXT PRIMARY KEY,
+    state        TEXT NOT NULL,
+    error        TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    updated_at   REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Submission:
+    id: int
+    channel: str
+    application: str
+    environment: str
+    drop_name: str
+    spool_path: str
+    sha256: str
+    size: int
+    state: str
+    received_at: float
+    updated_at: float
+    sender: str | None
+    file_date: str | None
+    sequence: str | None
+    fi_name: str | None
+    fs_name: str | None
+    go_name: str | None
+    upload_step: str | None
+    sent_at: float | None
+    error: str | None
+    rejected_path: str | None
+    force_send: int
+    reference_nbr: str | None = None
+    receipt_result: int | None = None
+    receipt_error: str | None = None
+    receipt_name: str | None = None
+    receipt_at: float | None = None
+    noti_result: int | None = None
+    anomalies_blocking: int | None = None
+    anomalies_other: int | None = None
+    anomalies: str | None = None
+    noti_name: str | None = None
+    notified_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    channel: str
+    state: str
+    error: str | None
+    attempts: int
+    next_attempt: float | None
+    updated_at: float
+
+
+class Journal:
+    """One SQLite database; safe to share between the threads of one process."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time,
+                 readonly: bool = False) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.RLock()
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
+                                       check_same_thread=False, isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _event(self, db: sqlite3.Connection, sub_id: int, state: str,
+               detail: str | None) -> None:
+        db.execute("INSERT INTO event (submission_id, at, state, detail) VALUES (?,?,?,?)",
+                   (sub_id, self._clock(), state, detail))
+
+    # -- submissions ---------------------------------------------------------------
+
+    def add_received(self, *, channel: str, application: str, environment: str,
+                     drop_name: str, spool_path: str, sha256: str, size: int) -> int:
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO submission (channel, application, environment, drop_name,"
+                " spool_path, sha256, size, state, received_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (channel, application, environment, drop_name, spool_path, sha256, size,
+                 RECEIVED, now, now))
+            sub_id = int(cur.lastrowid or 0)
+            self._event(db, sub_id, RECEIVED, drop_name)
+        return sub_id
+
+    def get(self, sub_id: int) -> Submission | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM submission WHERE id = ?",
+                                   (sub_id,)).fetchone()
+        return Submission(**dict(row)) if row else None
+
+    def by_spool_path(self, spool_path: str) -> Submission | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM submission WHERE spool_path = ?",
+                                   (spool_path,)).fetchone()
+        return Submission(**dict(row)) if row else None
+
+    def open_submissions(self, channel: str) -> list[Submission]:
+        """Work left for a channel, oldest first."""
+        marks = ",".join("?" * len(OPEN_STATES))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM submission WHERE channel = ? AND state IN ({marks})"
+                " ORDER BY id", (channel, *OPEN_STATES)).fetchall()
+        return [Submission(**dict(r)) for r in rows]
+
+    def submissions(self, *, channel: str | None = None, states: Sequence[str] = (),
+             since: float | None = None, limit: int | None = None) -> list[Submission]:
+        where: list[str] = ["1=1"]
+        args: list[object] = []
+        if channel:
+            where.append("channel = ?")
+            args.append(channel)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if since is not None:
+            where.append("updated_at >= ?")
+            args.append(since)
+        sql = f"SELECT * FROM submission WHERE {' AND '.join(where)} ORDER BY id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [Submission(**dict(r)) for r in rows]
+
+    def find_duplicate(self, sub: Submission, window_days: int) -> Submission | None:
+        """The earlier submission of the same content on the same channel, app and env."""
+        if window_days <= 0 or not sub.sha256:
+            return None
+        marks = ",".join("?" * len(SENT_STATES))
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM submission WHERE channel = ? AND application = ?"
+                " AND environment = ? AND sha256 = ? AND id != ?"
+                f" AND state IN ({marks}) AND received_at >= ? ORDER BY id LIMIT 1",
+                (sub.channel, sub.application, sub.environment, sub.sha256, sub.id,
+                 *SENT_STATES, self._clock() - window_days * 86400)).fetchone()
+        return Submission(**dict(row)) if row else None
+
+    def _set(self, sub_id: int, state: str, detail: str | None = None,
+             expect: Sequence[str] = (), **fields: Any) -> None:
+        fields["state"] = state
+        fields["updated_at"] = self._clock()
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            if expect:
+                row = db.execute("SELECT state FROM submission WHERE id = ?",
+                                 (sub_id,)).fetchone()
+                if row is None or row["state"] not in expect:
+                    current = row["state"] if row else "absent"
+                    raise ValueError(f"submission {sub_id} is {current}, expected one of "
+                                     f"{', '.join(expect)}")
+            db.execute(f"UPDATE submission SET {assignments} WHERE id = ?",
+                       (*fields.values(), sub_id))
+            self._event(db, sub_id, state, detail)
+
+    def mark_rejected(self, sub_id: int, reason: str, rejected_path: str) -> None:
+        self._set(sub_id, REJECTED, reason, error=reason, rejected_path=rejected_path)
+
+    def mark_failed(self, sub_id: int, reason: str) -> None:
+        self._set(sub_id, FAILED, reason, error=reason)
+
+    def note_error(self, sub_id: int, error: str | None) -> None:
+        """Last transient error of an open submission (shown by `flad status`)."""
+        with self._tx() as db:
+            db.execute("UPDATE submission SET error = ?, updated_at = ? WHERE id = ?",
+                       (error, self._clock(), sub_id))
+
+    def prepare(self, sub_id: int, *, sender: str, file_date: str, environment_letter: str,
+                application_code: str, parts: int = 1,
+                signed: bool) -> Submission:
+        """Allocate the sequence number and names in one transaction.
+
+        The number is taken even if the submission fails later: a number the server may
+        have seen is never used again.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM submission WHERE id = ?", (sub_id,)).fetchone()
+            if row is None or row["state"] != RECEIVED:
+                raise ValueError(f"submission {sub_id} is not waiting to be prepared")
+            counter = db.execute(
+                "INSERT INTO sequence_counter (sender, file_date, environment, last_index)"
+                " VALUES (?, ?, ?, 1) ON CONFLICT (sender, file_date, environment)"
+                " DO UPDATE SET last_index = last_index + 1 RETURNING last_index",
+                (sender, file_date, environment_letter)).fetchone()
+            sequence = naming.sequence_for(int(counter[0]))
+            names = naming.submission_names(
+                application_code, sender, _date(file_date), sequence, environment_letter,
+                parts)
+            fs_name = names.fs[0] if signed else None
+            db.execute(
+                "UPDATE submission SET state = ?, sender = ?, file_date = ?, sequence = ?,"
+                " fi_name = ?, fs_name = ?, go_name = ?, updated_at = ?, error = NULL"
+                " WHERE id = ?",
+                (PREPARED, sender, file_date, sequence, names.fi[0], fs_name, names.go,
+                 self._clock(), sub_id))
+            self._event(db, sub_id, PREPARED, names.fi[0])
+        sub = self.get(sub_id)
+        assert sub is not None
+        return sub
+
+    def mark_uploading(self, sub_id: int, step: str) -> None:
+        """Record the upload step about to start (fi, fs, go) before it starts."""
+        self._set(sub_id, UPLOADING, step, expect=(PREPARED, UPLOADING), upload_step=step)
+
+    def mark_sent(self, sub_id: int) -> None:
+        now = self._clock()
+        self._set(sub_id, SENT, None, expect=(UPLOADING,), sent_at=now, error=None,
+                  upload_step="done")
+
+    def requeue(self, sub_id: int, spool_path: str, *, force: bool) -> None:
+        """Put a refused or failed submission back in line (`flad resend`)."""
+        self._set(sub_id, RECEIVED, "resend", expect=(REJECTED, FAILED),
+                  spool_path=spool_path, force_send=int(force), error=None,
+                  rejected_path=None, sequence=None, fi_name=None, fs_name=None,
+                  go_name=None, upload_step=None)
+
+    def events(self, sub_id: int) -> list[tuple[float, str, str | None]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, state, detail FROM event WHERE submission_id = ? ORDER BY id",
+                (sub_id,)).fetchall()
+        return [(r["at"], r["state"], r["detail"]) for r in rows]
+
+    def sequences_used(self) -> list[tuple[str, str, str, str]]:
+        """(sender, date, env letter, sequence) of every prepared submission."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sender, file_date, fi_name, sequence FROM submission"
+                " WHERE sequence IS NOT NULL").fetchall()
+        return [(r[0], r[1], naming.parse(r[2]).environment, r[3]) for r in rows]
+
+    # -- replies -------------------------------------------------------------------
+
+    def reply_set_state(self, channel: str, folder: str, set_key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM reply_set WHERE channel = ? AND folder = ? AND set_key = ?",
+                (channel, folder, set_key)).fetchone()
+        return str(row[0]) if row else None
+
+    def record_reply_delivered(self, channel: str, folder: str, set_key: str,
+                               files: Sequence[str]) -> None:
+        """Called once the set is durable in the inbox, before anything leaves the server."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO reply_set (channel, folder, set_key, files, state, delivered_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (channel, folder, set_key) DO UPDATE SET"
+                " files = excluded.files, state = excluded.state,"
+                " delivered_at = excluded.delivered_at",
+                (channel, folder, set_key, json.dumps(list(files)), "delivered",
+                 self._clock()))
+
+    def record_reply_removed(self, channel: str, folder: str, set_key: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE reply_set SET state = 'removed', removed_at = ? WHERE"
+                       " channel = ? AND folder = ? AND set_key = ?",
+                       (self._clock(), channel, folder, set_key))
+
+    def reply_sets(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM reply_set ORDER BY delivered_at").fetchall()
+        return [dict(r) for r in rows]
+
+    def find_sent(self, channel: str, file_name: str) -> Submission | None:
+        """The submission whose GO or FI (any part) carries this name."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM submission WHERE channel = ? AND (go_name = ? OR fi_name = ?)",
+                (channel, file_name, file_name)).fetchone()
+        return Submission(**dict(row)) if row else None
+
+    def find_by_reference(self, channel: str, reference: str) -> Submission | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM submission WHERE channel = ? AND reference_nbr = ?",
+                (channel, reference)).fetchone()
+        return Submission(**dict(row)) if row else None
+
+    def record_receipt(self, sub_id: int, *, accepted: bool, error_id: str | None,
+                       reference: str | None, receipt_name: str, detail: str | None) -> None:
+        state = ACKNOWLEDGED if accepted else REFUSED
+        fields: dict[str, Any] = {
+            "receipt_result": int(accepted), "receipt_error": error_id,
+            "receipt_name": receipt_name, "receipt_at": self._clock(),
+            "reference_nbr": reference}
+        current = self.get(sub_id)
+        if current is not None and current.state == NOTIFIED:
+            state = NOTIFIED  # a late receipt never moves a notified submission back
+        if not accepted:
+            fields["error"] = detail or error_id
+        self._set(sub_id, state, detail or error_id, **fields)
+
+    def record_notification(self, sub_id: int, *, result: int | None, blocking: int,
+                            other: int, anomalies: Sequence[dict[str, str]],
+                            noti_name: str) -> None:
+        self._set(sub_id, NOTIFIED, f"{blocking} blocking, {other} other anomalies",
+                  noti_result=result, anomalies_blocking=blocking, anomalies_other=other,
+                  anomalies=json.dumps(list(anomalies)), noti_name=noti_name,
+                  notified_at=self._clock())
+
+    # -- channels ------------------------------------------------------------------
+
+    def set_channel_state(self, channel: str, state: str, *, error: str | None = None,
+                          attempts: int = 0, next_attempt: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO channel_state (channel, state, error, attempts, next_attempt,"
+                " updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (channel) DO UPDATE SET"
+                " state = excluded.state, error = excluded.error,"
+                " attempts = excluded.attempts, next_attempt = excluded.next_attempt,"
+                " updated_at = excluded.updated_at",
+                (channel, state, error, attempts, next_attempt, self._clock()))
+
+    def channel_states(self) -> list[ChannelState]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM channel_state ORDER BY channel").fetchall()
+        return [ChannelState(**dict(r)) for r in rows]
+
+
+def _date(yyyymmdd: str) -> datetime.date:
+    return datetime.datetime.strptime(yyyymmdd, "%Y%m%d").date()
+
+
+def dumps(subs: Sequence[Submission]) -> str:
+    return json.dumps([s.as_dict() for s in subs], indent=2, sort_keys=True)

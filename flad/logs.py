@@ -1,0 +1,53 @@
+"""Structured logs: JSON lines for journald and log shippers, readable lines on a terminal.
+
+Event names are stable (`file_claimed`, `go_sent`, ...) so that operators can alert on
+them; every line carries the channel and, where one exists, the submission.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_REDACT = ("passphrase", "password", "secret", "private_key_data")
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A safety net: a secret passed to a log call by mistake never reaches the output."""
+    for key in event:
+        if any(word in key.lower() for word in _REDACT):
+            event[key] = "***"
+    return event
+
+
+def configure(log_format: str = "auto", level: str = "info",
+              stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    # paramiko logs multi-line tracebacks for every dropped connection; flad reports
+    # those faults itself, on one line
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
+    renderer: Any = (structlog.processors.JSONRenderer(sort_keys=False) if use_json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "flad") -> Any:
+    return structlog.get_logger(name)

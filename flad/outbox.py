@@ -1,0 +1,363 @@
+"""The outbox: where payroll software drops files, and how flad takes them.
+
+A file is taken only when it is whole: at once when it arrived by rename (the polite
+way to drop a file), after `settle_seconds` without change in size and modification
+time when it is written in place. Taking a file means moving it out of the outbox into
+the spool at once, so that the payroll side can never change it under flad's feet.
+Entries that are not regular files are refused without ever being opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+try:  # full events tell a file renamed in from elsewhere apart from a new file
+    from watchdog.observers.inotify import InotifyObserver as _Inotify
+
+    _INOTIFY: Any = _Inotify
+except ImportError:  # pragma: no cover - not Linux
+    _INOTIFY = None
+
+from flad import durable, logs
+from flad.config import ENVIRONMENTS, ChannelConfig, Config
+from flad.journal import Journal
+
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
+#: Sub-folders of an outbox that flad writes itself and never watches.
+OWN_FOLDERS = ("rejected", "sent")
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DropFolder:
+    channel: str
+    environment: str  # "test" | "production"
+    application: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Claimed:
+    submission_id: int
+    channel: str
+    data: bytes | None  # the content read while hashing, kept so it is not read twice
+
+
+def drop_folders(config: Config) -> list[DropFolder]:
+    """Every folder flad watches: <outbox>/<test|production>/<app>/ per channel.
+
+    production/ is watched even for channels that may not send production files, so
+    that a file dropped there is refused with a reason instead of lying there forever.
+    """
+    return [
+        DropFolder(ch.name, env, app.name, ch.outbox / env / app.name)
+        for ch in config.channels for env in ENVIRONMENTS for app in ch.applications
+    ]
+
+
+def is_ignored(name: str) -> bool:
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
+
+
+def rejected_folder(channel: ChannelConfig, environment: str, application: str) -> Path:
+    return channel.outbox / "rejected" / environment / application
+
+
+def sent_folder(channel: ChannelConfig, environment: str) -> Path:
+    return channel.outbox / "sent" / environment
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+class Claimer:
+    """Moves a dropped file into the spool and records it as `received`."""
+
+    def __init__(self, config: Config, journal: Journal) -> None:
+        self.config = config
+        self.journal = journal
+        self.spool = config.daemon.state_dir / "spool"
+        self.log = logs.get("flad.outbox")
+
+    def spool_dir(self, folder: DropFolder) -> Path:
+        return self.spool / folder.channel / folder.environment / folder.application
+
+    def claim(self, folder: DropFolder, path: Path) -> Claimed | None:
+        """Take one entry; None when it vanished or cannot be moved (left in place)."""
+        log = self.log.bind(channel=folder.channel, drop_name=path.name,
+                            environment=folder.environment, application=folder.application)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            log.info("file_vanished")
+            return None
+        except OSError as exc:
+            log.warning("file_unreadable", error=exc.strerror)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return self._refuse_special(folder, path, st.st_mode, log)
+        spool_dir = self.spool_dir(folder)
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        target = spool_dir / f"{uuid.uuid4().hex[:12]}_{path.name}"
+        try:
+            durable.move(path, target)
+        except FileNotFoundError:
+            log.info("file_vanished")
+            return None
+        except OSError as exc:
+            log.warning("claim_failed", error=exc.strerror, reason="the file could not be "
+                        "moved out of the outbox; it stays there and is tried again")
+            return None
+        return self.register(folder, target)
+
+    def register(self, folder: DropFolder, target: Path) -> Claimed | None:
+        """Hash a spooled file and journal it (also used to recover after a crash)."""
+        drop_name = target.name.split("_", 1)[1] if "_" in target.name else target.name
+        log = self.log.bind(channel=folder.channel, drop_name=drop_name)
+        max_bytes = max(a.max_file_bytes for a in self._channel(folder).applications)
+        try:
+            digest, size, data = _read_and_hash(target, max_bytes)
+        except OSError as exc:
+            # unreadable (permissions): keep it journaled with no content; check refuses it
+            log.warning("file_unreadable", error=exc.strerror)
+            digest, size, data = "", target.lstat().st_size, None
+        sub_id = self.journal.add_received(
+            channel=folder.channel, application=folder.application,
+            environment=folder.environment, drop_name=drop_name, spool_path=str(target),
+            sha256=digest, size=size)
+        log.info("file_claimed", submission=sub_id, size=size, sha256=digest)
+        return Claimed(sub_id, folder.channel, data)
+
+    def _channel(self, folder: DropFolder) -> ChannelConfig:
+        channel = self.config.channel(folder.channel)
+        assert channel is not None
+        return channel
+
+    def _refuse_special(self, folder: DropFolder, path: Path, mode: int,
+                        log: Any) -> Claimed | None:
+        kind = _kind(mode)
+        reason = (f"{path.name!r} is {kind}, not a regular file: flad only sends files "
+                  "that are written into the outbox, and never follows links")
+        target_dir = rejected_folder(self._channel(folder), folder.environment,
+                                     folder.application)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = durable.free_name(target_dir, path.name, uuid.uuid4().hex[:8])
+        try:
+            os.rename(path, target)  # a rename never opens or follows the entry
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("claim_failed", error=exc.strerror, reason=reason)
+            return None
+        durable.write_file(target.with_name(target.name + ".reason.txt"),
+                           (reason + "\n").encode())
+        sub_id = self.journal.add_received(
+            channel=folder.channel, application=folder.application,
+            environment=folder.environment, drop_name=path.name, spool_path=str(target),
+            sha256="", size=0)
+        self.journal.mark_rejected(sub_id, reason, str(target))
+        log.warning("file_rejected", submission=sub_id, reason=reason)
+        return None
+
+    def recover(self, folders: Iterable[DropFolder]) -> int:
+        """Journal spooled files that a crash left between the move and the journal."""
+        count = 0
+        for folder in folders:
+            spool_dir = self.spool_dir(folder)
+            if not spool_dir.is_dir():
+                continue
+            for entry in sorted(spool_dir.iterdir()):
+                if entry.name.startswith(".") or self.journal.by_spool_path(str(entry)):
+                    continue
+                self.log.warning("spool_recovered", channel=folder.channel, path=str(entry))
+                if self.register(folder, entry):
+                    count += 1
+        return count
+
+
+def _read_and_hash(path: Path, keep_up_to: int) -> tuple[str, int, bytes | None]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        digest = hashlib.sha256()
+        chunks: list[bytes] | None = []
+        size = 0
+        while chunk := f.read(_READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if chunks is not None:
+                chunks.append(chunk)
+                if size > keep_up_to:
+                    chunks = None  # too big to be sent anyway: hash it, do not keep it
+    return digest.hexdigest(), size, (b"".join(chunks) if chunks is not None else None)
+
+
+class StabilityTracker:
+    """Decides when a file written in place has stopped changing."""
+
+    def __init__(self, settle_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.settle = settle_seconds
+        self.clock = clock
+        self._seen: dict[Path, tuple[int, int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+    def ready(self, path: Path, st: os.stat_result) -> bool:
+        """True once size and mtime are unchanged for settle_seconds (or the file is old)."""
+        now = self.clock()
+        if time.time() - st.st_mtime >= self.settle and path not in self._seen:
+            return True
+        signature = (st.st_size, st.st_mtime_ns)
+        previous = self._seen.get(path)
+        if previous is None or previous[:2] != signature:
+            self._seen[path] = (*signature, now)
+            return False
+        if now - previous[2] >= self.settle:
+            del self._seen[path]
+            return True
+        return False
+
+    def pending(self) -> list[Path]:
+        return list(self._seen)
+
+
+class _Events(FileSystemEventHandler):
+    def __init__(self, sink: queue.Queue[tuple[Path, bool]]) -> None:
+        self.sink = sink
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        dest = os.fsdecode(event.dest_path)
+        if dest:
+            self.sink.put((Path(dest), True))
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        self.sink.put((Path(os.fsdecode(event.src_path)), False))
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.sink.put((Path(os.fsdecode(event.src_path)), False))
+
+    on_closed = on_modified
+
+
+class OutboxWatcher:
+    """watchdog events plus periodic rescans; hands each whole file to `on_claimed`."""
+
+    def __init__(self, config: Config, claimer: Claimer,
+                 on_claimed: Callable[[Claimed], None]) -> None:
+        self.config = config
+        self.claimer = claimer
+        self.on_claimed = on_claimed
+        self.folders = {f.path: f for f in drop_folders(config)}
+        self.tracker = StabilityTracker(config.daemon.settle_seconds)
+        self.events: queue.Queue[tuple[Path, bool]] = queue.Queue()
+        self.log = logs.get("flad.outbox")
+        self._observer: Any = None
+
+    def prepare_folders(self) -> None:
+        for path in self.folders:
+            path.mkdir(parents=True, exist_ok=True)
+
+    def start_watching(self) -> None:
+        self._observer = (_INOTIFY(generate_full_events=True)
+                          if _INOTIFY is not None else Observer())
+        handler = _Events(self.events)
+        for path in self.folders:
+            self._observer.schedule(handler, str(path), recursive=False)
+        self._observer.start()
+
+    def stop_watching(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def rescan(self) -> None:
+        """Look at every drop folder: events can be missed (and none exist at start)."""
+        for path, folder in self.folders.items():
+            try:
+                entries = list(os.scandir(path))
+            except OSError as exc:
+                self.log.warning("outbox_unreadable", channel=folder.channel,
+                                 path=str(path), error=exc.strerror)
+                continue
+            for entry in entries:
+                self.consider(Path(entry.path), immediate=False)
+
+    def consider(self, path: Path, *, immediate: bool) -> None:
+        folder = self.folders.get(path.parent)
+        if folder is None or is_ignored(path.name):
+            return
+        try:
+            st = path.lstat()
+        except OSError:
+            self.tracker.forget(path)
+            return
+        if stat.S_ISREG(st.st_mode) and not immediate and not self.tracker.ready(path, st):
+            return
+        self.tracker.forget(path)
+        try:
+            claimed = self.claimer.claim(folder, path)
+        except Exception as exc:  # one bad entry never stops the watcher
+            self.log.error("claim_failed", channel=folder.channel, drop_name=path.name,
+                           error=str(exc) or type(exc).__name__)
+            return
+        if claimed is not None:
+            self.on_claimed(claimed)
+
+    def pump(self, timeout: float) -> None:
+        """Handle queued events for up to `timeout` seconds, then pending in-place writes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                path, immediate = self.events.get(timeout=min(remaining, 0.25))
+            except queue.Empty:
+                self._settle_pending()
+                continue
+            self.consider(path, immediate=immediate)
+        self._settle_pending()
+
+    def _settle_pending(self) -> None:
+        for path in self.tracker.pending():
+            self.consider(path, immediate=False)
+
+    def run(self, stop: threading.Event) -> None:
+        self.rescan()
+        next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
+        while not stop.is_set():
+            self.pump(0.5)
+            if time.monotonic() >= next_rescan:
+                self.rescan()
+                next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
