@@ -182,6 +182,34 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_replies(args: argparse.Namespace) -> int:
+    from flad.daemon import sftp_settings
+    from flad.journal import Journal as Db
+    from flad.replies import ReplyPoller
+    from flad.transport import SftpChannel, TransportError
+
+    config = _config(args.config)
+    logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    db = Db(config.daemon.state_dir / "journal.sqlite3")
+    code = EXIT_OK
+    try:
+        for channel in config.channels:
+            if args.channel and channel.name != args.channel:
+                continue
+            transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
+            try:
+                count = ReplyPoller(channel, db, transport).poll()
+                print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
+            except (TransportError, signing.SigningError) as exc:
+                print(f"{channel.name}: {exc}", file=sys.stderr)
+                code = EXIT_PROBLEM
+            finally:
+                transport.close()
+    finally:
+        db.close()
+    return code
+
+
 def cmd_trust_host(args: argparse.Namespace) -> int:
     from flad import transport
 
@@ -297,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("id", type=int, metavar="ID", help="submission id (from flad status)")
     p.set_defaults(func=cmd_resend)
+
+    p = sub.add_parser("replies", help="fetch the replies waiting on the servers now",
+                       description="List OUT/OUTTEST of each channel and bring every "
+                       "complete reply set into the inbox now (the service does this every "
+                       "poll_seconds).")
+    with_config(p)
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--log-format", choices=config_mod.LOG_FORMATS,
+                   help="override daemon.log_format")
+    p.set_defaults(func=cmd_replies)
 
     p = sub.add_parser("trust-host", help="record a channel server's host key",
                        description="Connect to the channel's server, show its host key "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from flad.outbox import Claimer, DropFolder
 
 ALL_STATES = journal.STATES
 #: States an operator must look at; the plain output marks them.
-ATTENTION = frozenset({journal.REJECTED, journal.FAILED})
+ATTENTION = frozenset({journal.REJECTED, journal.FAILED, journal.REFUSED})
 
 
 def as_json(subs: Sequence[Submission]) -> list[dict[str, Any]]:
@@ -25,6 +26,9 @@ def as_json(subs: Sequence[Submission]) -> list[dict[str, Any]]:
         row["received_at"] = _iso(s.received_at)
         row["updated_at"] = _iso(s.updated_at)
         row["sent_at"] = _iso(s.sent_at)
+        row["receipt_at"] = _iso(s.receipt_at)
+        row["notified_at"] = _iso(s.notified_at)
+        row["anomalies"] = json.loads(s.anomalies) if s.anomalies else []
         rows.append(row)
     return rows
 
@@ -49,10 +53,12 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
     if not subs:
         lines.append("no submissions")
         return "\n".join(lines)
-    header = ("ID", "CHANNEL", "ENV", "STATE", "DROP NAME", "FI NAME", "UPDATED")
+    header = ("ID", "CHANNEL", "ENV", "STATE", "DROP NAME", "FI NAME", "RECEIPT",
+              "NOTIFICATION", "UPDATED")
     rows = [(str(s.id), s.channel, s.environment,
-             ("!! " if s.state in ATTENTION else "") + s.state.upper(),
-             s.drop_name, s.fi_name or "-", _short(s.updated_at)) for s in subs]
+             ("!! " if _needs_attention(s) else "") + s.state.upper(),
+             s.drop_name, s.fi_name or "-", _receipt(s), _notification(s),
+             _short(s.updated_at)) for s in subs]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for sub, row in zip(subs, rows, strict=True):
@@ -60,11 +66,42 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
         if sub.error:
             lines.append(f"    {'reason' if sub.state in ATTENTION else 'last error'}: "
                          f"{sub.error}")
+        for anomaly in _anomalies(sub):
+            lines.append(f"    anomaly {anomaly.get('class', '?')} {anomaly.get('error_id', '')}"
+                         f" at {anomaly.get('path', '-')}: {anomaly.get('description', '')}"
+                         .rstrip(": "))
     counts: dict[str, int] = {}
     for s in subs:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+def _needs_attention(s: Submission) -> bool:
+    return s.state in ATTENTION or bool(s.anomalies_blocking) or s.noti_result == 0
+
+
+def _receipt(s: Submission) -> str:
+    if s.receipt_result is None:
+        return "-"
+    return "OK" if s.receipt_result == 1 else f"REFUSED {s.receipt_error or ''}".strip()
+
+
+def _notification(s: Submission) -> str:
+    if s.notified_at is None:
+        return "-"
+    result = {1: "OK", 0: "KO"}.get(s.noti_result, "?") if s.noti_result is not None else "?"
+    return f"{result} {s.anomalies_blocking or 0} blocking, {s.anomalies_other or 0} other"
+
+
+def _anomalies(s: Submission) -> list[dict[str, str]]:
+    if not s.anomalies:
+        return []
+    try:
+        value = json.loads(s.anomalies)
+    except ValueError:
+        return []
+    return [a for a in value if isinstance(a, dict)] if isinstance(value, list) else []
 
 
 def resend(config: Config, db: Journal, sub_id: int) -> str:
