@@ -31,7 +31,7 @@ try:  # full events tell a file renamed in from elsewhere apart from a new file
 except ImportError:  # pragma: no cover - not Linux
     _INOTIFY = None
 
-from flad import durable, logs
+from flad import durable, faults, logs
 from flad.config import ENVIRONMENTS, ChannelConfig, Config
 from flad.journal import Journal
 
@@ -132,6 +132,7 @@ class Claimer:
             log.warning("claim_failed", error=exc.strerror, reason="the file could not be "
                         "moved out of the outbox; it stays there and is tried again")
             return None
+        faults.point("after_claim")
         return self.register(folder, target)
 
     def register(self, folder: DropFolder, target: Path) -> Claimed | None:
