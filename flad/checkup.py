@@ -6,7 +6,9 @@ attempt; so each check records a finding and goes on.
 
 from __future__ import annotations
 
+import datetime
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +89,8 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
     try:
         config = config_mod.load(config_path)
     except config_mod.ConfigError as exc:
-        return [Finding("error", "configuration", p) for p in exc.problems]
+        findings = [Finding("error", "configuration", p) for p in exc.problems]
+        return findings + _certificates_of_broken_config(Path(config_path))
     findings = [Finding("warning", "configuration", w) for w in config.warnings]
     findings.append(Finding("ok", "configuration", f"{config.path}: "
                             f"{len(config.channels)} channel(s)"))
@@ -97,6 +100,35 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
         if not offline:
             findings += _check_channel_online(channel)
     return findings
+
+
+def _certificates_of_broken_config(path: Path) -> list[Finding]:
+    """Certificate dates even when the configuration does not load: every problem at once."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    out: list[Finding] = []
+    channels = raw.get("channel", [])
+    for table in channels if isinstance(channels, list) else []:
+        signing_table = table.get("signing") if isinstance(table, dict) else None
+        cert = signing_table.get("certificate") if isinstance(signing_table, dict) else None
+        if not isinstance(cert, str):
+            continue
+        cert_path = Path(cert) if Path(cert).is_absolute() else path.parent / cert
+        subject = f"channel {table.get('name', '?')} signing"
+        try:
+            certificate = signing.load_certificates(cert_path)[0]
+        except (signing.SigningError, OSError, IndexError):
+            continue  # the configuration errors above already say what is wrong
+        now = datetime.datetime.now(datetime.UTC)
+        if certificate.not_valid_after_utc < now:
+            out.append(Finding("error", subject, f"certificate {cert_path} expired on "
+                               f"{certificate.not_valid_after_utc:%Y-%m-%d}"))
+        elif certificate.not_valid_before_utc > now:
+            out.append(Finding("error", subject, f"certificate {cert_path} is not valid "
+                               f"before {certificate.not_valid_before_utc:%Y-%m-%d}"))
+    return out
 
 
 def _check_state_dir(config: Config) -> list[Finding]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from flad import __version__, checkup, logs, setup_assistant, signing, status
 from flad import config as config_mod
 from flad.journal import Journal
+from flad.sandbox import command as sandbox_command
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -80,7 +81,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
     for message in (*report.errors, *report.warnings):
         print(f"flad sign: warning: {message}", file=sys.stderr)
     if args.output and args.output != "-":
-        Path(args.output).write_bytes(fs)
+        try:
+            Path(args.output).write_bytes(fs)
+        except OSError as exc:
+            print(f"flad sign: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_PROBLEM
     else:
         sys.stdout.buffer.write(fs)
         sys.stdout.flush()
@@ -236,7 +241,15 @@ def cmd_trust_host(args: argparse.Namespace) -> int:
         if input("Trust this key? [y/N] ").strip().lower() not in ("y", "yes"):
             print("not recorded")
             return EXIT_PROBLEM
-    transport.add_known_host(s.known_hosts, s.host, s.port, key)
+    try:
+        transport.add_known_host(s.known_hosts, s.host, s.port, key)
+    except transport.HostKeyMismatch as exc:
+        print(f"flad trust-host: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"flad trust-host: cannot write {s.known_hosts}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_PROBLEM
     print(f"recorded in {s.known_hosts}")
     return EXIT_OK
 
@@ -346,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_trust_host)
 
     setup_assistant.add_parser(sub)
+    sandbox_command.add_parser(sub)
     return parser
 
 

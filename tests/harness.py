@@ -77,7 +77,7 @@ class Install:
 
     def rewrite(self, **changes: Any) -> None:
         self.channel.update(changes)
-        configs.write(self.tmp, [self.channel], **self.daemon)
+        configs.write(self.tmp, [self.channel], **(self.daemon or {}))
 
     daemon: dict[str, Any] | None = None
 
