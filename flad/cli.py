@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # one-shot commands print their own results; their logs only say what went wrong
+    logs.configure("auto", "warning")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -1,0 +1,26 @@
+"""`make demo` end to end: sandbox, flad, receipts, notifications, a refused file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py")],
+                          env={**os.environ, "FLAD_DEMO_DIR": str(demo)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "4 files acknowledged and notified, 1 broken file refused" in out
+    assert out.count("NOTIFIED") == 4 and "!! REJECTED  broken-export.xml" in out
+    assert "1 blocking, 1 other" in out
+    assert "inbox/production/GO.NOTI." in out and "inbox/test/GO.ACRF." in out
+    # nothing left running: the sandbox and the service were stopped
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(demo) not in ps
