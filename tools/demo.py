@@ -185,7 +185,7 @@ def main() -> int:
              "--port", str(port), "--authorized-key", str(ssh_pub), "--client-cert", str(cert),
              "--notify-delay", "1", "--xsd", str(DATA / "standin-fla.xsd"),
              "--sender-id", "6400", "--ready-file", str(ready)],
-            stdout=(DEMO / "sandbox.log").open("wb"),  # noqa: SIM115 - lives as long as the child
+            stdout=(DEMO / "sandbox.log").open("wb"),
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not ready.exists():
@@ -204,7 +204,7 @@ def main() -> int:
 
         print("== starting flad run")
         service = subprocess.Popen([sys.executable, "-m", "flad.cli", "run", "-c", str(config)],
-                                   stdout=(DEMO / "flad.log").open("wb"),  # noqa: SIM115
+                                   stdout=(DEMO / "flad.log").open("wb"),
                                    stderr=subprocess.STDOUT)
         files = samples()
         time.sleep(1.0)
