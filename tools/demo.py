@@ -83,7 +83,7 @@ def free_port() -> int:
 
 def write_config(port: int, ssh_key: Path, cert: Path, key: Path) -> Path:
     platform = DEMO / "platform"
-    text = f'''# flad demo configuration (made by tools/demo.py): the local sandbox, not the platform
+    text = f'''# flad demo configuration (tools/demo.py): the local sandbox, not the platform
 [daemon]
 state_dir = "state"
 log_format = "json"
