@@ -378,17 +378,16 @@ class Journal:
                 (channel, folder, set_key)).fetchone()
         return str(row[0]) if row else None
 
-    def record_reply_delivered(self, channel: str, folder: str, set_key: str,
-                               files: Sequence[str]) -> None:
-        """Called once the set is durable in the inbox, before anything leaves the server."""
+    def record_reply_set(self, channel: str, folder: str, set_key: str,
+                         files: Sequence[str], state: str) -> None:
+        """`delivering` before the first file enters the inbox, `delivered` after the last."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO reply_set (channel, folder, set_key, files, state, delivered_at)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT (channel, folder, set_key) DO UPDATE SET"
                 " files = excluded.files, state = excluded.state,"
                 " delivered_at = excluded.delivered_at",
-                (channel, folder, set_key, json.dumps(list(files)), "delivered",
-                 self._clock()))
+                (channel, folder, set_key, json.dumps(list(files)), state, self._clock()))
 
     def record_reply_removed(self, channel: str, folder: str, set_key: str) -> None:
         with self._tx() as db:

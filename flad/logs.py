@@ -24,6 +24,26 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+class _Writer:
+    """Writes one line per event; a broken or closed stream never breaks the caller.
+
+    A journald restart or a closed terminal must not take a channel worker down with it.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(message + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
 def configure(log_format: str = "auto", level: str = "info",
               stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
@@ -44,7 +64,7 @@ def configure(log_format: str = "auto", level: str = "info",
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_: _Writer(stream),
         cache_logger_on_first_use=False,
     )
 

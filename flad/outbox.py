@@ -9,10 +9,16 @@ Entries that are not regular files are refused without ever being opened.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import queue
+import select
 import stat
+import struct
+import sys
 import threading
 import time
 import uuid
@@ -251,6 +257,103 @@ class StabilityTracker:
         return list(self._seen)
 
 
+_IN_MODIFY = 0x002
+_IN_CLOSE_WRITE = 0x008
+_IN_MOVED_TO = 0x080
+_IN_CREATE = 0x100
+_IN_Q_OVERFLOW = 0x4000
+_IN_ISDIR = 0x40000000
+_IN_ONLYDIR = 0x01000000
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, name length
+
+
+class _DropEvents:
+    """The drop folders' events, read from the kernel's inotify directly (Linux).
+
+    watchdog holds every IN_MOVED_FROM for half a second to pair it with an
+    IN_MOVED_TO, and the events queued behind it wait too: each claim (a move out of
+    a drop folder) held the next drop back by up to 0.5 s. flad only needs to know that
+    a file arrived, and how: by rename (IN_MOVED_TO, taken at once) or written in place
+    (IN_CREATE, IN_MODIFY, IN_CLOSE_WRITE, taken once stable). It never asks for
+    IN_MOVED_FROM. A queue overflow asks the watcher for a rescan.
+    """
+
+    MASK = _IN_MOVED_TO | _IN_CREATE | _IN_MODIFY | _IN_CLOSE_WRITE | _IN_ONLYDIR
+
+    def __init__(self, folders: Iterable[Path], sink: queue.Queue[tuple[Path, bool]],
+                 overflow: threading.Event) -> None:
+        self.sink = sink
+        self.overflow = overflow
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
+        if self._fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        self._folders: dict[int, Path] = {}
+        self._stop_r, self._stop_w = os.pipe()
+        try:
+            for folder in folders:
+                wd = int(libc.inotify_add_watch(self._fd, os.fsencode(folder), self.MASK))
+                if wd < 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"cannot watch {folder}: {os.strerror(code)}")
+                self._folders[wd] = folder
+        except BaseException:
+            self._close_fds()
+            raise
+        self._thread = threading.Thread(target=self._run, name="outbox-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                ready, _, _ = select.select([self._fd, self._stop_r], [], [])
+                if self._stop_r in ready:
+                    return
+                buf = os.read(self._fd, 64 * 1024)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                logs.get("flad.outbox").error("outbox_events_lost", error=exc.strerror)
+                self.overflow.set()  # the rescans still find every file
+                return
+            self._dispatch(buf)
+
+    def _dispatch(self, buf: bytes) -> None:
+        offset = 0
+        while offset + _INOTIFY_EVENT.size <= len(buf):
+            wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(buf, offset)
+            offset += _INOTIFY_EVENT.size
+            raw = buf[offset:offset + length].rstrip(b"\0")
+            offset += length
+            if mask & _IN_Q_OVERFLOW:
+                self.overflow.set()
+                continue
+            folder = self._folders.get(wd)
+            if folder is None or not raw:
+                continue  # an event on the folder itself (IN_IGNORED, ...)
+            path = folder / os.fsdecode(raw)
+            if mask & _IN_MOVED_TO:
+                self.sink.put((path, True))
+            elif mask & _IN_CREATE or not mask & _IN_ISDIR:
+                self.sink.put((path, False))
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        self._thread.join(timeout=5)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class _Events(FileSystemEventHandler):
     def __init__(self, sink: queue.Queue[tuple[Path, bool]]) -> None:
         self.sink = sink
@@ -283,12 +386,20 @@ class OutboxWatcher:
         self.events: queue.Queue[tuple[Path, bool]] = queue.Queue()
         self.log = logs.get("flad.outbox")
         self._observer: Any = None
+        self._overflow = threading.Event()  # events were lost: rescan now
 
     def prepare_folders(self) -> None:
         for path in self.folders:
             path.mkdir(parents=True, exist_ok=True)
 
     def start_watching(self) -> None:
+        if sys.platform.startswith("linux"):
+            try:
+                self._observer = _DropEvents(self.folders, self.events, self._overflow)
+                return
+            except (OSError, AttributeError) as exc:  # no inotify, or out of watches
+                self.log.warning("inotify_unavailable", error=str(exc),
+                                 fallback="watchdog")
         self._observer = (_INOTIFY(generate_full_events=True)
                           if _INOTIFY is not None else Observer())
         handler = _Events(self.events)
@@ -297,7 +408,10 @@ class OutboxWatcher:
         self._observer.start()
 
     def stop_watching(self) -> None:
-        if self._observer is not None:
+        if isinstance(self._observer, _DropEvents):
+            self._observer.stop()
+            self._observer = None
+        elif self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
@@ -342,6 +456,10 @@ class OutboxWatcher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if self._overflow.is_set():
+                self._overflow.clear()
+                self.log.warning("outbox_events_overflowed", action="rescan")
+                self.rescan()
             try:
                 path, immediate = self.events.get(timeout=min(remaining, 0.25))
             except queue.Empty:

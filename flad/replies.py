@@ -152,7 +152,7 @@ class ReplyPoller:
             state = self.journal.reply_set_state(self.channel.name, folder, set_key)
             if state == "removed":
                 continue  # listed again before the removal became visible: nothing to do
-            if state != "delivered":
+            if state != "delivered":  # absent, or `delivering` when a crash interrupted it
                 if not self._deliver(environment, folder, set_key, files, listing):
                     continue
                 count += 1
@@ -162,47 +162,73 @@ class ReplyPoller:
 
     def _deliver(self, environment: str, folder: str, set_key: str,
                  files: dict[str, naming.FileName], sizes: dict[str, int]) -> bool:
+        """Download, check, then move into the inbox; each set reaches the inbox once.
+
+        The journal says `delivering` before the first file moves from the staging
+        folder into the inbox: after a crash from there on, the set is finished from
+        what is still staged and never downloaded again, so a reader who already took
+        part of it never sees it twice.
+        """
         started = time.monotonic()
         inbox = self.channel.inbox / environment
         staging = self.channel.inbox / INCOMING / f"{folder}.{set_key}"
+        names = sorted(files, key=lambda n: (files[n].type == "GO", n))
+        resuming = self.journal.reply_set_state(
+            self.channel.name, folder, set_key) == "delivering"
         try:
-            if staging.exists():
-                shutil.rmtree(staging)  # a download a crash interrupted
-            staging.mkdir(parents=True)
-            for name in files:
-                self.transport.get_file(f"{folder}/{name}", staging / name)
-                if (staging / name).stat().st_size != sizes[name]:
-                    raise OSError(0, f"{name} changed size while downloading")
-            faults.point("after_reply_download")
-            problem = self._verify(staging, files)
-            if problem is not None:
-                if set_key not in self._warned:
-                    self._warned.add(set_key)
-                    self.log.error("reply_untrusted", folder=folder, set_key=set_key,
-                                   reason=problem)
-                shutil.rmtree(staging, ignore_errors=True)
-                return False
+            if not resuming:
+                if not self._download(folder, set_key, files, sizes, staging):
+                    return False
+                self.log.info("reply_downloaded", folder=folder, set_key=set_key,
+                              files=names, duration_ms=int((time.monotonic() - started) * 1000))
+                # correlation is idempotent: a crash before `delivering` repeats it
+                self._correlate(staging, files)
+                self.journal.record_reply_set(self.channel.name, folder, set_key, names,
+                                              "delivering")
+                faults.point("before_reply_rename")
             inbox.mkdir(parents=True, exist_ok=True)
-            names = sorted(files, key=lambda n: (files[n].type == "GO", n))
             for name in names:  # data and FS first, GO last
-                os.replace(staging / name, inbox / name)
-                if files[name].type == "GO":
-                    durable.fsync_dir(inbox)
+                if (staging / name).exists():
+                    if files[name].type == "GO":
+                        durable.fsync_dir(inbox)
+                    os.replace(staging / name, inbox / name)
             durable.fsync_dir(inbox)
-            staging.rmdir()
+            if staging.exists():
+                staging.rmdir()
         except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            if not resuming and self.journal.reply_set_state(
+                    self.channel.name, folder, set_key) != "delivering":
+                shutil.rmtree(staging, ignore_errors=True)
             self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
                            error=exc.strerror or str(exc),
                            hint="nothing is removed from the server; tried again next poll")
             return False
-        self.log.info("reply_downloaded", folder=folder, set_key=set_key, files=names,
-                      duration_ms=int((time.monotonic() - started) * 1000))
-        # correlation is idempotent: a crash before the record below repeats both
-        self._correlate(inbox, files)
-        self.journal.record_reply_delivered(self.channel.name, folder, set_key, names)
+        self.journal.record_reply_set(self.channel.name, folder, set_key, names, "delivered")
         self.log.info("reply_delivered", folder=folder, set_key=set_key, files=names)
         faults.point("after_reply_delivery")
+        return True
+
+    def _download(self, folder: str, set_key: str, files: dict[str, naming.FileName],
+                  sizes: dict[str, int], staging: Path) -> bool:
+        """The set into its staging folder, durable; False when it must not be delivered."""
+        if staging.exists():
+            shutil.rmtree(staging)  # a download a crash interrupted
+        staging.mkdir(parents=True)
+        for name in files:
+            self.transport.get_file(f"{folder}/{name}", staging / name)
+            if (staging / name).stat().st_size != sizes[name]:
+                raise OSError(0, f"{name} changed size while downloading")
+            faults.point("during_reply_download")
+        durable.fsync_dir(staging)
+        faults.point("after_reply_download")
+        problem = self._verify(staging, files)
+        if problem is not None:
+            if set_key not in self._warned:
+                self._warned.add(set_key)
+                self.log.error("reply_untrusted", folder=folder, set_key=set_key,
+                               reason=problem)
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
         return True
 
     def _verify(self, staging: Path, files: dict[str, naming.FileName]) -> str | None:

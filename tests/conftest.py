@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from tests.sshd import SshdMissing, SshServer
 
@@ -21,3 +22,12 @@ def sshd() -> Iterator[SshServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands run in-process configure structlog for the stream of their test: put the
+    configuration back so later tests never log into a closed stream."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

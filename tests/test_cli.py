@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from flad import journal
 from flad.cli import build_parser, main
@@ -32,15 +31,6 @@ REPO = Path(__file__).parent.parent
 FLA_APP = {"name": "fla", "code": "FLAX", "xsd": STANDIN_XSD, "root_element": "FLADeclaration"}
 DMFA_APP = {"name": "dmfa", "code": "DMFA", "xsd": STANDIN_XSD,
             "root_element": "FLADeclaration"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Any:
-    """`flad run` in-process points structlog at the captured stderr of its test: put the
-    configuration back, or later tests log into a closed stream."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def flad(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:

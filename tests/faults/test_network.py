@@ -7,13 +7,14 @@ channel's state and retries in its logs and in `flad status`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from flad import journal
 from flad.cli import main
+from tests.faults.audit import audit_sending
 from tests.faults.proxy import FaultyProxy
 from tests.harness import Install, Running, make_install, sample, wait_for
 from tests.sshd import SshServer
@@ -45,7 +46,8 @@ def assert_every_go_has_its_whole_fi(inst: Install, sshd: SshServer) -> None:
             assert (sshd.root / "INTEST" / sub.fi_name).stat().st_size == sub.size
 
 
-def test_cut_mid_transfer(proxied: tuple[Install, FaultyProxy], sshd: SshServer) -> None:
+def test_cut_mid_transfer(proxied: tuple[Install, FaultyProxy], sshd: SshServer,
+        scoreboard: Callable[..., None]) -> None:
     inst, proxy = proxied
     proxy.cut_after(3_000_000)  # inside the upload of the big file
     inst.drop("big.xml", sample(1, size=8_000_000))
@@ -54,10 +56,14 @@ def test_cut_mid_transfer(proxied: tuple[Install, FaultyProxy], sshd: SshServer)
     assert proxy.cuts == 1 and proxy.connections >= 2
     assert len(gos(inst)) == 2
     assert_every_go_has_its_whole_fi(inst, sshd)
+    result = audit_sending(inst, sshd, ["big.xml", "small.xml"])
+    scoreboard(**result)
+    assert result["lost"] == 0 and result["go_duplicates"] == 0
 
 
 def test_stalled_server_is_detected_and_left(proxied: tuple[Install, FaultyProxy],
-                                             sshd: SshServer) -> None:
+                                             sshd: SshServer,
+        scoreboard: Callable[..., None]) -> None:
     inst, proxy = proxied
     with Running(inst):
         inst.drop("a.xml", sample(1))
@@ -72,10 +78,14 @@ def test_stalled_server_is_detected_and_left(proxied: tuple[Install, FaultyProxy
         proxy.set_mode("pass")
         wait_for(lambda: len(gos(inst)) == 2, 30, "second GO")
     assert_every_go_has_its_whole_fi(inst, sshd)
+    result = audit_sending(inst, sshd, ["a.xml", "b.xml"])
+    scoreboard(**result)
+    assert result["lost"] == 0 and result["go_duplicates"] == 0
 
 
 def test_slow_link_still_delivers(proxied: tuple[Install, FaultyProxy],
-                                  sshd: SshServer) -> None:
+                                  sshd: SshServer,
+        scoreboard: Callable[..., None]) -> None:
     inst, proxy = proxied
     proxy.set_mode("slow", bytes_per_second=2_000_000)
     for i in range(3):
@@ -83,6 +93,9 @@ def test_slow_link_still_delivers(proxied: tuple[Install, FaultyProxy],
     assert inst.run_once(max_wait=30) == 0
     assert len(gos(inst)) == 3 and proxy.connections == 1
     assert_every_go_has_its_whole_fi(inst, sshd)
+    result = audit_sending(inst, sshd, [f"f{i}.xml" for i in range(3)])
+    scoreboard(**result)
+    assert result["lost"] == 0 and result["go_duplicates"] == 0
 
 
 def test_refused_then_accepted_shows_in_status(proxied: tuple[Install, FaultyProxy],
@@ -106,7 +119,8 @@ def test_refused_then_accepted_shows_in_status(proxied: tuple[Install, FaultyPro
     assert "RETRYING" not in capsys.readouterr().out
 
 
-def test_server_restarted_mid_batch(tmp_path: Path, sshd: SshServer) -> None:
+def test_server_restarted_mid_batch(tmp_path: Path, sshd: SshServer,
+        scoreboard: Callable[..., None]) -> None:
     inst = make_install(tmp_path, sshd, poll_seconds=3600)
     with Running(inst):
         for i in range(20):
@@ -120,3 +134,6 @@ def test_server_restarted_mid_batch(tmp_path: Path, sshd: SshServer) -> None:
     go_opens = [p for op, p in sshd.sftp_operations() if op == "open" and "/GO." in p]
     assert len(go_opens) == 20
     assert_every_go_has_its_whole_fi(inst, sshd)
+    result = audit_sending(inst, sshd, [f"f{i:02d}.xml" for i in range(20)])
+    scoreboard(**result)
+    assert result["lost"] == 0 and result["go_duplicates"] == 0
