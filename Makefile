@@ -16,6 +16,10 @@ venv: $(BIN)/flad
 test: venv
 	$(BIN)/pytest -q
 
+# the crash, network and hostile-input suites in full; prints the scoreboard at the end
+faults: venv
+	FLAD_FAULTS_FULL=1 $(BIN)/pytest -q tests/faults
+
 lint: venv
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	$(BIN)/ruff check flad tests
