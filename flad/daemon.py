@@ -405,7 +405,8 @@ class Service:
         for sub in self.journal.submissions(states=(*journal.OPEN_STATES, journal.FAILED)):
             counts[sub.state] = counts.get(sub.state, 0) + 1
         queued = sum(v for k, v in counts.items() if k != journal.FAILED)
-        return (f"{len(self.workers)} channels, {queued} queued, "
+        n = len(self.workers)
+        return (f"{n} channel{'' if n == 1 else 's'}, {queued} queued, "
                 f"{counts.get(journal.FAILED, 0)} failed")
 
     def _once_result(self, started: float) -> int:

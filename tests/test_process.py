@@ -115,3 +115,31 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in unit and "NoNewPrivileges=yes" in unit
+
+
+def test_systemd_notify_ready_watchdog_and_status(tmp_path: Path, sshd: SshServer) -> None:
+    import socket
+
+    inst = make_install(tmp_path, sshd)
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(15)
+    proc = start(inst.config_path, NOTIFY_SOCKET=address, WATCHDOG_USEC="1000000")
+    messages: list[str] = []
+    try:
+        while not {"READY=1", "WATCHDOG=1"} <= set(messages) or not any(
+                m.startswith("STATUS=") for m in messages):
+            messages.append(sock.recv(4096).decode())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(4096).decode())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+    assert messages.index("READY=1") < messages.index("STOPPING=1")
+    status = next(m for m in messages if m.startswith("STATUS="))
+    assert "1 channel, 0 queued, 0 failed" in status
