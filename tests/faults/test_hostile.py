@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import structlog.testing
+
 from flad import journal
 from tests.faults.audit import audit_sending
 from tests.faults.conftest import FULL
@@ -132,3 +135,56 @@ def test_special_files_are_never_opened(tmp_path: Path, sshd: SshServer,
     result = audit_sending(inst, sshd, ["fifo.xml", "link.xml", "dir.xml", "null.xml"])
     scoreboard(**result)
     assert result["refused"] == 4 and result["lost"] == 0
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv is missing")
+def test_file_flad_may_not_read(tmp_path: Path, sshd: SshServer,
+                                scoreboard: Callable[..., None]) -> None:
+    """Mode 000: refused with a reason a clerk can act on, and kept. The service runs
+    without CAP_DAC_OVERRIDE so that, even as root, permissions apply to it."""
+    inst = make_install(tmp_path, sshd)
+    path = inst.drop("locked.xml", sample(1))
+    os.chmod(path, 0)
+    inst.drop("open.xml", sample(2))
+    done = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                           sys.executable, "-m", "flad.cli", "run", "--once", "-c",
+                           str(inst.config_path), "--max-wait", "10"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    reason = (inst.outbox / "rejected" / "test" / "fla" / "locked.xml.reason.txt").read_text()
+    assert "permission denied" in reason and reason.count("\n") == 1
+    assert (inst.outbox / "rejected" / "test" / "fla" / "locked.xml").exists()
+    result = audit_sending(inst, sshd, ["locked.xml", "open.xml"])
+    scoreboard(**result)
+    assert result == {**result, "sent": 1, "refused": 1, "lost": 0}
+
+
+def test_full_inbox_disk_removes_nothing(tmp_path: Path, sshd: SshServer,
+                                         scoreboard: Callable[..., None]) -> None:
+    """The inbox on a real 64 KiB file system: ENOSPC is reported, retried, and the
+    reply stays on the server until it fits."""
+    from tests.replysets import acrf, put_set
+    from tests.test_replies import poll
+
+    inst = make_install(tmp_path, sshd)
+    inst.inbox.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                              str(inst.inbox)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        names = put_set(sshd, "ACRF", 1, acrf("GO.X") + b"<!--" + b"x" * 200_000 + b"-->")
+        with structlog.testing.capture_logs() as logged:
+            assert poll(inst) == 0
+        failure = next(e for e in logged if e["event"] == "reply_delivery_failed")
+        assert "No space left on device" in failure["error"]
+        assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(names)
+        assert not (inst.inbox / "test").exists() or os.listdir(inst.inbox / "test") == []
+        subprocess.run(["mount", "-o", "remount,size=1m", str(inst.inbox)], check=True)
+        assert poll(inst) == 1
+        assert sorted(os.listdir(inst.inbox / "test")) == sorted(names)
+        assert os.listdir(sshd.root / "OUTTEST") == []
+    finally:
+        subprocess.run(["umount", "-l", str(inst.inbox)], capture_output=True)
+    scoreboard(dropped=0, sent=0, refused=0, lost=0, go_duplicates=0, replies=1,
+               replies_twice=0)
