@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from flad.config import load
+from flad.daemon import sftp_settings
+from flad.journal import Journal
+from flad.replies import ReplyPoller
+from flad.transport import SftpChannel
+from tests.harness import Install
 from tests.sshd import SshServer
 
 DATE = "20261127"
@@ -46,3 +52,14 @@ def put_set(sshd: SshServer, app: str, seq: int, body: bytes, *, folder: str = "
         (sshd.root / folder / f"GO.{base}").write_bytes(b"")
         names.append(f"GO.{base}")
     return names
+
+
+def poll(inst: Install) -> int:
+    cfg = load(inst.config_path)
+    db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
+    transport = SftpChannel(sftp_settings(cfg.channels[0]))
+    try:
+        return ReplyPoller(cfg.channels[0], db, transport).poll()
+    finally:
+        transport.close()
+        db.close()

@@ -19,20 +19,9 @@ from flad.journal import Journal
 from flad.replies import ReplyPoller, parse_notification, parse_receipt
 from flad.transport import SftpChannel
 from tests.certs import write_test_signer
-from tests.harness import Install, make_install, sample
-from tests.replysets import acrf, noti, put_set
+from tests.harness import make_install, sample
+from tests.replysets import acrf, noti, poll, put_set
 from tests.sshd import SshServer
-
-
-def poll(inst: Install) -> int:
-    cfg = load(inst.config_path)
-    db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    transport = SftpChannel(sftp_settings(cfg.channels[0]))
-    try:
-        return ReplyPoller(cfg.channels[0], db, transport).poll()
-    finally:
-        transport.close()
-        db.close()
 
 
 def test_parsers_read_the_public_shapes() -> None:

@@ -163,8 +163,7 @@ def test_full_inbox_disk_removes_nothing(tmp_path: Path, sshd: SshServer,
                                          scoreboard: Callable[..., None]) -> None:
     """The inbox on a real 64 KiB file system: ENOSPC is reported, retried, and the
     reply stays on the server until it fits."""
-    from tests.replysets import acrf, put_set
-    from tests.test_replies import poll
+    from tests.replysets import acrf, poll, put_set
 
     inst = make_install(tmp_path, sshd)
     inst.inbox.mkdir(parents=True)
