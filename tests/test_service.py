@@ -248,3 +248,30 @@ def test_changed_host_key_is_refused_and_nothing_sent(tmp_path: Path,
     assert "host key" in channel.error.lower()
     assert db.submissions()[0].state == journal.PREPARED  # kept for the next run
     db.close()
+
+
+def test_spool_on_another_file_system_is_claimed_by_copy(tmp_path: Path,
+                                                         sshd: SshServer) -> None:
+    """state_dir on its own tmpfs: rename fails with EXDEV, copy + fsync + unlink takes over."""
+    import subprocess
+
+    import pytest
+
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        inst = make_install(tmp_path, sshd)
+        assert os.stat(state).st_dev != os.stat(tmp_path).st_dev
+        inst.drop("a.xml", sample(1))
+        assert inst.run_once() == 0
+        (sub,) = inst.submissions()
+        assert sub.state == journal.SENT and sub.fi_name
+        assert (sshd.root / "INTEST" / sub.fi_name).read_bytes() == sample(1)
+        assert list((inst.outbox / "test" / "fla").iterdir()) == []
+        assert not [p for p in state.rglob("*.partial")]
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)
