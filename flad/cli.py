@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -138,6 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except signing.SigningError as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, sqlite3.Error) as exc:
+        where = config.daemon.state_dir
+        logs.get().error("startup_failed", error=str(exc), state_dir=str(where))
+        print(f"flad run: cannot use the state folder {where}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
