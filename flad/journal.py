@@ -339,7 +339,7 @@ class Journal:
         return sub
 
     def mark_uploading(self, sub_id: int, step: str) -> None:
-        """Record the upload step about to start (fi, fs, go) before it starts."""
+        """Record the upload step about to start (data: FI and FS; go) before it starts."""
         self._set(sub_id, UPLOADING, step, expect=(PREPARED, UPLOADING), upload_step=step)
 
     def mark_sent(self, sub_id: int) -> None:

@@ -189,13 +189,16 @@ class ChannelPipeline:
             return
         started = time.monotonic()
         try:
-            self.journal.mark_uploading(sub.id, "fi")
+            self.journal.mark_uploading(sub.id, "data")
             log.info("upload_started", size=sub.size)
             faults.point("before_fi")
-            self.transport.put_file(Path(sub.spool_path), f"{folder}/{sub.fi_name}")
+            data: list[tuple[Path | bytes, str]] = [
+                (Path(sub.spool_path), f"{folder}/{sub.fi_name}")]
             if sub.fs_name:
-                self.journal.mark_uploading(sub.id, "fs")
-                self.transport.put_file(self._ensure_fs(sub), f"{folder}/{sub.fs_name}")
+                data.append((self._ensure_fs(sub), f"{folder}/{sub.fs_name}"))
+            # FI and FS travel together (one round trip), each checked by its remote size;
+            # the GO only goes once both are whole on the server
+            self.transport.put_files(data)
             faults.point("before_go")
             self.journal.mark_uploading(sub.id, "go")
             self.transport.put_bytes(b"", f"{folder}/{sub.go_name}")

@@ -221,7 +221,7 @@ def test_connection_dropped_mid_upload_resumes_and_sends_go_once(
         # the server stops answering in the middle of the next upload, then dies
         assert sshd.signal_sessions(signal.SIGSTOP) >= 1
         inst.drop("big.xml", big)
-        wait_for(lambda: any(s.upload_step == "fi" for s in inst.submissions()), 10,
+        wait_for(lambda: any(s.upload_step == "data" for s in inst.submissions()), 10,
                  "the FI upload")
         time.sleep(0.5)
         assert sum(n.startswith("GO.") for n in inst.remote()) == 1
