@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from flad import __version__, checkup, logs, setup_assistant, signing, status
+from flad import __version__, checkup, logs, setup_assistant, signing, status, xmlcheck
 from flad import config as config_mod
 from flad.journal import Journal
 from flad.sandbox import command as sandbox_command
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         service = Service(config, once=args.once, max_wait=args.max_wait)
         return service.run()
-    except signing.SigningError as exc:
+    except (signing.SigningError, xmlcheck.XmlRejected) as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,10 +7,12 @@ the configuration (a broken new one is refused and the old one kept).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -19,15 +21,19 @@ from typing import Any
 import tenacity
 
 from flad import config as config_mod
-from flad import journal, logs, sdnotify, signing
+from flad import journal, logs, sdnotify, signing, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
-from flad.pipeline import ChannelPipeline
+from flad.pipeline import ChannelPipeline, FileChecker
 from flad.replies import ReplyPoller
 from flad.transport import PermanentTransportError, SftpChannel, SftpSettings, TransportError
 
 STOP_GRACE_SECONDS = 9.0
+#: Files checked and signed at once per channel, while the channel's connection uploads.
+PREPARE_WORKERS = 2
+#: At most this many files of a channel in preparation (each may hold its content).
+MAX_PREPARING = 8
 _CACHE_LIMIT_BYTES = 256 * 1024 * 1024
 
 
@@ -111,15 +117,26 @@ class ChannelWorker(threading.Thread):
         self.failed_until = 0.0
         self.gave_up = False
         self._attempts = 0
+        self._pool = ThreadPoolExecutor(PREPARE_WORKERS,
+                                        thread_name_prefix=f"prepare-{channel.name}")
+        self._in_flight: set[int] = set()
+        self._flight_lock = threading.Lock()
 
     def run(self) -> None:
         try:
-            self._loop()
-        except Stopping:
-            pass
-        except Exception:  # the worker must not vanish silently
-            self.log.exception("worker_crashed")
+            while not self.stop.is_set():
+                try:
+                    self._loop()
+                    return
+                except Stopping:
+                    return
+                except Exception:  # never vanish: say it, pause, start over from the journal
+                    self.log.exception("worker_crashed")
+                    if self.once:
+                        return
+                    self.stop.wait(5.0)
         finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self.transport.close()
 
     def _loop(self) -> None:
@@ -137,19 +154,46 @@ class ChannelWorker(threading.Thread):
                     return
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
-            if not subs:
-                self.wake.wait(min(1.0, max(0.0, self.next_poll - time.monotonic())))
+            for sub in subs:
+                if sub.state == journal.RECEIVED:
+                    self._prepare_soon(sub)
+            ready = [s for s in subs if s.state != journal.RECEIVED]
+            if not ready:
+                ids = [s.id for s in subs]
+                if self.once and ids and ids == previous and not self._in_flight:
+                    return  # no progress possible in this run; the journal keeps them
+                previous = ids
+                self.wake.wait(min(1.0, max(0.0, self.next_poll - time.monotonic()))
+                               if not self.once else 0.2)
                 self.wake.clear()
                 continue
-            ids = [s.id for s in subs]
-            if self.once and ids == previous:
-                return  # no progress possible in this run; the journal keeps them queued
-            previous = ids
-            for sub in subs:
+            previous = []
+            for sub in ready:
                 if self.stop.is_set() or not self._handle(sub):
                     break
             if self.once and self.gave_up:
                 return
+
+    def _prepare_soon(self, sub: journal.Submission) -> None:
+        """Check, name and sign in the pool while the worker uploads what is ready."""
+        with self._flight_lock:
+            if sub.id in self._in_flight or len(self._in_flight) >= MAX_PREPARING:
+                return
+            self._in_flight.add(sub.id)
+        self._pool.submit(self._prepare, sub, self.cache.take(sub.id))
+
+    def _prepare(self, sub: journal.Submission, data: bytes | None) -> None:
+        try:
+            self.pipeline.check_and_prepare(sub, data)
+        except Exception as exc:  # one file that breaks a step only fails itself
+            reason = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
+            self.log.exception("step_failed", submission=sub.id, error=reason)
+            with contextlib.suppress(Exception):
+                self.journal.mark_failed(sub.id, reason)
+        finally:
+            with self._flight_lock:
+                self._in_flight.discard(sub.id)
+            self.wake.set()
 
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
@@ -306,12 +350,16 @@ class Service:
 
     def _finish_interrupted(self, config: Config, signers: dict[str, Any]) -> None:
         """Rejections and archives that a crash left half done."""
+        pipelines: dict[str, ChannelPipeline] = {}
         for sub in self.journal.submissions(states=(journal.REJECTED, journal.SENT)):
             channel = config.channel(sub.channel)
             if channel is None or not Path(sub.spool_path).exists():
                 continue
-            pipeline = ChannelPipeline(channel, config.daemon, self.journal,
-                                       SftpChannel(sftp_settings(channel)), signers[sub.channel])
+            if channel.name not in pipelines:
+                pipelines[channel.name] = ChannelPipeline(
+                    channel, config.daemon, self.journal, SftpChannel(sftp_settings(channel)),
+                    signers[sub.channel])
+            pipeline = pipelines[channel.name]
             try:
                 if sub.state == journal.REJECTED and sub.rejected_path:
                     pipeline.finish_rejection(sub)
@@ -391,6 +439,12 @@ class Service:
             new = config_mod.load(self.config.path)
             self._signers(new)
         except (config_mod.ConfigError, signing.SigningError) as exc:
+            self.log.error("reload_refused", error=str(exc))
+            return
+        try:
+            for channel in new.channels:
+                FileChecker(channel)  # a broken XSD refuses the reload, not the files
+        except xmlcheck.XmlRejected as exc:
             self.log.error("reload_refused", error=str(exc))
             return
         sdnotify.notify("RELOADING=1")

@@ -36,15 +36,21 @@ def local_date(clock: Callable[[], float]) -> str:
 
 @dataclass
 class FileChecker:
-    """Everything flad checks about a file's content before it gets a name."""
+    """Everything flad checks about a file's content before it gets a name.
+
+    The XSDs are compiled once, when the checker is made: a broken XSD is a
+    configuration problem that stops the start-up, never a reason to refuse files.
+    """
 
     channel: ChannelConfig
     _schemas: dict[str, etree.XMLSchema | None] = field(default_factory=dict)
 
-    def schema(self, app: ApplicationConfig) -> etree.XMLSchema | None:
-        if app.name not in self._schemas:
+    def __post_init__(self) -> None:
+        for app in self.channel.applications:
             self._schemas[app.name] = xmlcheck.load_schema(app.xsd) if app.xsd else None
-        return self._schemas[app.name]
+
+    def schema(self, app: ApplicationConfig) -> etree.XMLSchema | None:
+        return self._schemas.get(app.name)
 
     def check(self, app: ApplicationConfig, environment: str, data: bytes) -> tuple[str, ...]:
         """Raises Rejected with a one-line reason; returns warnings when accepted."""
@@ -164,8 +170,10 @@ class ChannelPipeline:
         return prepared
 
     def _fs_path(self, sub: Submission) -> Path:
+        """Next to the spooled FI, hidden: spool recovery must never take it for a drop."""
         assert sub.fs_name
-        return Path(sub.spool_path).with_name(f"{Path(sub.spool_path).name}.{sub.fs_name}")
+        spool = Path(sub.spool_path)
+        return spool.with_name(f".{spool.name}.{sub.fs_name}")
 
     def _ensure_fs(self, sub: Submission) -> Path:
         """The FS file, made again if a crash came between the journal and the write."""

@@ -84,7 +84,8 @@ _CLARK_NAMESPACE = re.compile(r"\{[^\s{}']+\}(?=[A-Za-z_])")
 _TRAILING_POSITION = re.compile(r",\s*line \d+, column \d+\s*$")
 
 # lxml's XMLSchema keeps its error_log on the instance: two threads validating with
-# the same schema would mix their errors. The daemon runs one worker per channel.
+# the same schema would mix their errors; and libxml2 compiling two schemas at once
+# fails with internal errors. Both go through this lock.
 _SCHEMA_LOCK = threading.Lock()
 
 
@@ -364,8 +365,9 @@ def load_schema(path: str | os.PathLike[str]) -> etree.XMLSchema:
     )
     parser.resolvers.add(resolver)
     try:
-        doc = etree.parse(shown, parser)
-        schema = etree.XMLSchema(doc)
+        with _SCHEMA_LOCK:  # libxml2 compiles two schemas at once with internal errors
+            doc = etree.parse(shown, parser)
+            schema = etree.XMLSchema(doc)
     except OSError as exc:
         raise XsdUnusable(f"cannot read the XSD {shown}: {exc.strerror or exc}") from None
     except etree.LxmlError as exc:

@@ -79,6 +79,7 @@ def test_named_point(tmp_path: Path, sshd: SshServer, point: str,
                replies_twice=replies["replies_twice"])
     assert sending["lost"] == 0 and sending["go_duplicates"] == 0
     assert sending["sent"] + sending["refused"] == len(dropped)
+    assert sorted(s.drop_name for s in inst.submissions()) == sorted(dropped)  # no phantoms
     assert replies["replies_twice"] == 0 and replies["replies_lost"] == 0
     assert replies["left_on_server"] == 0
 
@@ -108,5 +109,6 @@ def test_random_kills(tmp_path: Path, sshd: SshServer,
     scoreboard(**sending, replies=replies["replies"], replies_twice=replies["replies_twice"])
     assert sending["lost"] == 0 and sending["go_duplicates"] == 0
     assert sending["sent"] + sending["refused"] == files
+    assert sorted(s.drop_name for s in inst.submissions()) == sorted(dropped)  # no phantoms
     assert replies["replies_twice"] == 0 and replies["replies_lost"] == 0
     assert replies["left_on_server"] == 0
