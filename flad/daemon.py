@@ -154,9 +154,7 @@ class ChannelWorker(threading.Thread):
                     return
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
-            for sub in subs:
-                if sub.state == journal.RECEIVED:
-                    self._prepare_soon(sub)
+            self.refill()
             ready = [s for s in subs if s.state != journal.RECEIVED]
             if not ready:
                 ids = [s.id for s in subs]
@@ -174,17 +172,36 @@ class ChannelWorker(threading.Thread):
             if self.once and self.gave_up:
                 return
 
-    def _prepare_soon(self, sub: journal.Submission) -> None:
-        """Check, name and sign in the pool while the worker uploads what is ready."""
-        with self._flight_lock:
-            if sub.id in self._in_flight or len(self._in_flight) >= MAX_PREPARING:
+    def refill(self) -> None:
+        """Hand received files to the pool, which checks, names and signs them.
+
+        Called when a file is claimed, when a preparation ends, and by the worker's
+        loop: files are checked (and bad ones refused with their reason) even while the
+        worker waits for an unreachable server.
+        """
+        if self.stop.is_set():
+            return
+        waiting = self.journal.submissions(channel=self.channel.name,
+                                           states=(journal.RECEIVED,))
+        for sub in waiting:
+            with self._flight_lock:
+                if len(self._in_flight) >= MAX_PREPARING:
+                    return
+                if sub.id in self._in_flight:
+                    continue
+                self._in_flight.add(sub.id)
+            try:
+                self._pool.submit(self._prepare, sub, self.cache.take(sub.id))
+            except RuntimeError:  # the pool is shutting down: the next start does it
+                with self._flight_lock:
+                    self._in_flight.discard(sub.id)
                 return
-            self._in_flight.add(sub.id)
-        self._pool.submit(self._prepare, sub, self.cache.take(sub.id))
 
     def _prepare(self, sub: journal.Submission, data: bytes | None) -> None:
         try:
-            self.pipeline.check_and_prepare(sub, data)
+            fresh = self.journal.get(sub.id)  # a refill may have seen it before it changed
+            if fresh is not None and fresh.state == journal.RECEIVED:
+                self.pipeline.check_and_prepare(fresh, data)
         except Exception as exc:  # one file that breaks a step only fails itself
             reason = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
             self.log.exception("step_failed", submission=sub.id, error=reason)
@@ -194,6 +211,8 @@ class ChannelWorker(threading.Thread):
             with self._flight_lock:
                 self._in_flight.discard(sub.id)
             self.wake.set()
+            with contextlib.suppress(Exception):
+                self.refill()
 
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
@@ -384,6 +403,7 @@ class Service:
         self.cache.put(claimed.submission_id, claimed.data)
         worker = self.workers.get(claimed.channel)
         if worker is not None:
+            worker.refill()
             worker.wake.set()
 
     # -- running -------------------------------------------------------------------

@@ -275,3 +275,26 @@ def test_spool_on_another_file_system_is_claimed_by_copy(tmp_path: Path,
         assert not [p for p in state.rglob("*.partial")]
     finally:
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def test_one_stuck_channel_never_stops_another(tmp_path: Path, sshd: SshServer) -> None:
+    from flad.daemon import Service
+    from tests import configs
+
+    inst = make_install(tmp_path, sshd)
+    dead = configs.channel(tmp_path, "dead", quality="training_provider", port=1,
+                           username="EXP_DEAD")
+    dead["sftp"]["connect_timeout"] = 1
+    configs.write(tmp_path, [inst.channel, dead], **(inst.daemon or {}))
+    inst.drop("a.xml", sample(1))
+    (tmp_path / "dead" / "outbox" / "test" / "fla").mkdir(parents=True)
+    (tmp_path / "dead" / "outbox" / "test" / "fla" / "b.xml").write_bytes(sample(2))
+    with Running(inst):
+        wait_for(lambda: any(n.startswith("GO.") for n in inst.remote()), 15, "GO")
+        db = inst.journal()
+        wait_for(lambda: any(c.channel == "dead" and c.state == "retrying"
+                             for c in db.channel_states()), 15, "the dead channel retrying")
+        db.close()
+    states = {s.channel: s.state for s in inst.submissions()}
+    assert states == {"acme": journal.SENT, "dead": journal.PREPARED}
+    assert Service(inst.config, once=True, max_wait=2).run() == 1  # still queued: exit 1
