@@ -30,3 +30,7 @@ clean:
 
 demo: venv
 	$(BIN)/python tools/demo.py
+
+# flad against OpenSSH's own sftp on this machine; writes bench/results/<time>.json
+bench: venv
+	$(BIN)/python bench/run.py

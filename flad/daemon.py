@@ -155,7 +155,9 @@ class ChannelWorker(threading.Thread):
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
             self.refill()
-            ready = [s for s in subs if s.state != journal.RECEIVED]
+            with self._flight_lock:  # prepared but still being signed in the pool: wait
+                ready = [s for s in subs
+                         if s.state != journal.RECEIVED and s.id not in self._in_flight]
             if not ready:
                 ids = [s.id for s in subs]
                 if self.once and ids and ids == previous and not self._in_flight:
@@ -181,8 +183,13 @@ class ChannelWorker(threading.Thread):
         """
         if self.stop.is_set():
             return
+        with self._flight_lock:
+            if len(self._in_flight) >= MAX_PREPARING:
+                return  # the pool is full: no need to read the journal
+        # the oldest few are enough: those in flight, and as many more as may join them
         waiting = self.journal.submissions(channel=self.channel.name,
-                                           states=(journal.RECEIVED,))
+                                           states=(journal.RECEIVED,),
+                                           limit=2 * MAX_PREPARING)
         for sub in waiting:
             with self._flight_lock:
                 if len(self._in_flight) >= MAX_PREPARING:

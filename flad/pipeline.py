@@ -9,6 +9,7 @@ looking at the server.
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -239,11 +240,13 @@ class ChannelPipeline:
             return
         target_dir = outbox.sent_folder(self.channel, sub.environment)
         assert sub.fi_name
+        # Not synced file by file: the journal already says `sent`, and a move lost in a
+        # crash leaves the file in the spool, where start-up archives it again.
         if sub.fs_name:
             fs = self._fs_path(sub)
             if fs.exists():
-                durable.move(fs, target_dir / sub.fs_name)
-        durable.move(spool, target_dir / sub.fi_name)
+                _move_unsynced(fs, target_dir / sub.fs_name)
+        _move_unsynced(spool, target_dir / sub.fi_name)
 
     def reject(self, sub: Submission, reason: str) -> None:
         reason = " ".join(reason.split())  # one line, always
@@ -264,6 +267,17 @@ class ChannelPipeline:
         spool = Path(sub.spool_path)
         if spool.exists() and spool != target:
             durable.move(spool, target)
+
+
+def _move_unsynced(src: Path, dst: Path) -> None:
+    """A rename; `durable.move` (copy, sync, unlink) across file systems."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        durable.move(src, dst)
 
 
 def _ms(started: float) -> int:
