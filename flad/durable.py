@@ -33,8 +33,14 @@ def write_file(path: Path, data: bytes, mode: int = 0o640) -> None:
     fsync_dir(path.parent)
 
 
-def move(src: Path, dst: Path) -> None:
-    """Rename, or copy + fsync + unlink where the file systems differ; both folders synced."""
+def move(src: Path, dst: Path, *, sync_folders: bool = True) -> None:
+    """Rename, or copy + fsync + unlink where the file systems differ.
+
+    With `sync_folders` both folders are synced before returning; without, a plain
+    rename is left for the caller to sync (once for many files, or not at all where
+    a lost move is redone after a crash). A copy across file systems is always synced
+    before its source is unlinked: that is where a crash could lose the file.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(src, dst)
@@ -49,9 +55,10 @@ def move(src: Path, dst: Path) -> None:
         os.replace(tmp, dst)
         fsync_dir(dst.parent)
         os.unlink(src)
-    fsync_dir(dst.parent)
-    with contextlib.suppress(OSError):
-        fsync_dir(src.parent)
+    if sync_folders:
+        fsync_dir(dst.parent)
+        with contextlib.suppress(OSError):
+            fsync_dir(src.parent)
 
 
 def free_name(folder: Path, name: str, suffix_hint: str) -> Path:

@@ -162,12 +162,7 @@ class Claimer:
         spool_dir.mkdir(parents=True, exist_ok=True)
         target = spool_dir / f"{uuid.uuid4().hex[:12]}_{path.name}"
         try:
-            try:
-                os.rename(path, target)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                durable.move(path, target)  # another file system: copy, sync, unlink
+            durable.move(path, target, sync_folders=False)  # synced once for the batch
         except FileNotFoundError:
             log.info("file_vanished")
             return None

@@ -9,7 +9,6 @@ looking at the server.
 from __future__ import annotations
 
 import datetime
-import errno
 import os
 import time
 from collections.abc import Callable
@@ -245,8 +244,8 @@ class ChannelPipeline:
         if sub.fs_name:
             fs = self._fs_path(sub)
             if fs.exists():
-                _move_unsynced(fs, target_dir / sub.fs_name)
-        _move_unsynced(spool, target_dir / sub.fi_name)
+                durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
+        durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
 
     def reject(self, sub: Submission, reason: str) -> None:
         reason = " ".join(reason.split())  # one line, always
@@ -267,17 +266,6 @@ class ChannelPipeline:
         spool = Path(sub.spool_path)
         if spool.exists() and spool != target:
             durable.move(spool, target)
-
-
-def _move_unsynced(src: Path, dst: Path) -> None:
-    """A rename; `durable.move` (copy, sync, unlink) across file systems."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        durable.move(src, dst)
 
 
 def _ms(started: float) -> int:
