@@ -18,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from flad.sandbox.credentials import describe_host_key, write_atomic
+from flad import durable
+from flad.sandbox.credentials import describe_host_key
 from flad.sandbox.service import SandboxError, start_sandbox
 
 __all__ = ["add_parser", "cmd_sandbox", "configure_parser", "main"]
@@ -116,7 +117,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"known_hosts entry: {sandbox.known_hosts_path}")
             print(f"reply certificate (reply_trust): {sandbox.cert_path}")
             if ready_file is not None:  # first, so that it exists once the line is read
-                write_atomic(ready_file, (sandbox.ready_line + "\n").encode())
+                durable.write_file(ready_file, (sandbox.ready_line + "\n").encode(), 0o644)
             print(sandbox.ready_line, flush=True)
             while not stop.wait(0.5):
                 pass

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from flad import signing
+from flad import durable, signing
 
 __all__ = [
     "HOST_KEY_NAME",
@@ -60,19 +60,6 @@ class SandboxKeyError(Exception):
     """A key or certificate file the sandbox cannot use; the text names the file."""
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file whole or not at all: temporary name, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def state_dir(root: Path) -> Path:
     """``ROOT/.sandbox``, private to the sandbox (hidden from SFTP clients)."""
     path = root / STATE_DIR_NAME
@@ -90,11 +77,12 @@ def load_or_create_host_key(root: Path) -> paramiko.Ed25519Key:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        write_atomic(path, pem, 0o600)
+        durable.write_file(path, pem, 0o600)
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        write_atomic(path.with_name(HOST_KEY_NAME + ".pub"), public + b" flad-sandbox\n")
+        durable.write_file(path.with_name(HOST_KEY_NAME + ".pub"),
+                           public + b" flad-sandbox\n", 0o644)
     try:
         return paramiko.Ed25519Key(filename=str(path))
     except (paramiko.SSHException, OSError, ValueError) as exc:
@@ -194,9 +182,9 @@ def load_or_create_reply_signer(root: Path) -> tuple[signing.Signer, Path]:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_atomic(key_path, key_pem, 0o600)
+        durable.write_file(key_path, key_pem, 0o600)
         cert = _new_reply_certificate(key)
-        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        durable.write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     try:
         signer = signing.load_signer_pem(cert_path, key_path)
     except signing.SigningError as exc:
@@ -204,5 +192,5 @@ def load_or_create_reply_signer(root: Path) -> tuple[signing.Signer, Path]:
     published = root / PUBLISHED_CERT_NAME
     pem = signer.certificate.public_bytes(serialization.Encoding.PEM)
     if not published.exists() or published.read_bytes() != pem:
-        write_atomic(published, pem)
+        durable.write_file(published, pem, 0o644)
     return signer, published

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from flad import naming, signing
+from flad import durable, naming, signing
 
 __all__ = [
     "STANDIN_NAMESPACE",
@@ -227,14 +227,6 @@ def noti_body(
     return _serialize(root)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ReplyPublisher:
     """Writes reply sets (FO, FS, then GO) into OUT/OUTTEST, signed with the sandbox's key."""
 
@@ -254,7 +246,7 @@ class ReplyPublisher:
         finally:
             os.close(fd)
         os.rename(tmp, folder / name)
-        _fsync_dir(folder)
+        durable.fsync_dir(folder)
         with self._lock:
             self.published.append(folder / name)
 

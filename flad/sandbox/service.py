@@ -19,7 +19,7 @@ import paramiko
 from cryptography import x509
 from lxml import etree
 
-from flad import naming, signing, xmlcheck
+from flad import durable, naming, signing, xmlcheck
 from flad.sandbox import credentials
 from flad.sandbox.replies import new_reference
 from flad.sandbox.sftp_server import (
@@ -198,7 +198,8 @@ def start_sandbox(
         where = f"{_show_host(host)}:{port}"
         raise SandboxError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     known_hosts = root_path / KNOWN_HOSTS_NAME
-    credentials.write_atomic(known_hosts, _known_hosts_line(host, listener.port, host_key).encode())
+    durable.write_file(known_hosts,
+                       _known_hosts_line(host, listener.port, host_key).encode(), 0o644)
     point.start()
     listener.start()
     return Sandbox(
