@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +25,23 @@ from flad import journal, logs, sdnotify, signing, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
-from flad.pipeline import ChannelPipeline, FileChecker
+from flad.pipeline import ChannelPipeline, Checked, Content, FileChecker
 from flad.replies import ReplyPoller
 from flad.transport import PermanentTransportError, SftpChannel, SftpSettings, TransportError
 
 STOP_GRACE_SECONDS = 9.0
 #: Files checked and signed at once per channel, while the channel's connection uploads.
 PREPARE_WORKERS = 2
-#: At most this many files of a channel in preparation (each may hold its content).
-MAX_PREPARING = 8
+#: At most this many files of a channel checked ahead of the uploads, in the pool or
+#: waiting for their number (each may hold its content in memory).
+MAX_AHEAD = 64
+#: Prepared submissions uploaded together at most: one journal transaction per step and
+#: two round trips for the whole batch instead of per file. Bounds the wait for a GO.
+BATCH_FILES = 32
+BATCH_BYTES = 32 * 1024 * 1024
 _CACHE_LIMIT_BYTES = 256 * 1024 * 1024
+#: Content of numbered submissions kept in memory for their upload (else read again).
+_READY_LIMIT_BYTES = 96 * 1024 * 1024
 
 
 class Stopping(Exception):
@@ -69,30 +76,50 @@ def load_signer(channel: ChannelConfig) -> signing.Signer | None:
     return signing.load_signer_pem(sc.certificate, sc.private_key, sc.passphrase)
 
 
+def batches(subs: Sequence[journal.Submission]) -> Iterator[list[journal.Submission]]:
+    """Consecutive runs of submissions within the batch limits (at least one each)."""
+    batch: list[journal.Submission] = []
+    size = 0
+    for sub in subs:
+        if batch and (len(batch) >= BATCH_FILES or size + sub.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(sub)
+        size += sub.size
+    if batch:
+        yield batch
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TransportError) and not isinstance(exc, PermanentTransportError)
 
 
 @dataclass
 class DataCache:
-    """Content read at claim time, handed to the worker so no file is read twice."""
+    """Content read at claim time, handed on so that no file is read twice.
+
+    Bounded in bytes: what does not fit is read again from the spool when needed.
+    """
 
     limit: int = _CACHE_LIMIT_BYTES
-    _items: dict[int, bytes] = field(default_factory=dict)
+    _items: dict[int, Content] = field(default_factory=dict)
     _size: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def put(self, sub_id: int, data: bytes | None) -> None:
+    def put(self, sub_id: int, data: bytes | None, fs: bytes | None = None) -> None:
+        size = len(data or b"") + len(fs or b"")
         with self._lock:
-            if data is not None and self._size + len(data) <= self.limit:
-                self._items[sub_id] = data
-                self._size += len(data)
+            if (data is not None or fs is not None) and self._size + size <= self.limit:
+                self._items[sub_id] = Content(data, fs)
+                self._size += size
 
-    def take(self, sub_id: int) -> bytes | None:
+    def take(self, sub_id: int) -> Content:
         with self._lock:
-            data = self._items.pop(sub_id, None)
-            self._size -= len(data) if data is not None else 0
-            return data
+            content = self._items.pop(sub_id, None)
+            if content is None:
+                return Content()
+            self._size -= len(content.data or b"") + len(content.fs or b"")
+            return content
 
 
 class ChannelWorker(threading.Thread):
@@ -119,8 +146,11 @@ class ChannelWorker(threading.Thread):
         self._attempts = 0
         self._pool = ThreadPoolExecutor(PREPARE_WORKERS,
                                         thread_name_prefix=f"prepare-{channel.name}")
+        # received submissions handed to the pool, until the worker has numbered them
         self._in_flight: set[int] = set()
+        self._checked: list[Checked] = []
         self._flight_lock = threading.Lock()
+        self.ready = DataCache(limit=_READY_LIMIT_BYTES)
 
     def run(self) -> None:
         try:
@@ -147,6 +177,7 @@ class ChannelWorker(threading.Thread):
                     return
                 self._sleep(min(5.0, self.failed_until - time.monotonic()))
                 continue
+            self._number_checked()
             subs = self.journal.open_submissions(self.channel.name)
             if self.once:
                 if not subs:  # everything sent: fetch the replies once, and stop
@@ -155,12 +186,12 @@ class ChannelWorker(threading.Thread):
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
             self.refill()
-            with self._flight_lock:  # prepared but still being signed in the pool: wait
-                ready = [s for s in subs
-                         if s.state != journal.RECEIVED and s.id not in self._in_flight]
+            ready = [s for s in subs if s.state != journal.RECEIVED]
             if not ready:
                 ids = [s.id for s in subs]
-                if self.once and ids and ids == previous and not self._in_flight:
+                with self._flight_lock:
+                    busy = bool(self._in_flight)
+                if self.once and ids and ids == previous and not busy:
                     return  # no progress possible in this run; the journal keeps them
                 previous = ids
                 self.wake.wait(min(1.0, max(0.0, self.next_poll - time.monotonic()))
@@ -168,71 +199,147 @@ class ChannelWorker(threading.Thread):
                 self.wake.clear()
                 continue
             previous = []
-            for sub in ready:
-                if self.stop.is_set() or not self._handle(sub):
+            for batch in batches(ready):
+                if self.stop.is_set() or not self._handle_many(batch):
                     break
             if self.once and self.gave_up:
                 return
 
     def refill(self) -> None:
-        """Hand received files to the pool, which checks, names and signs them.
+        """Hand received files to the pool, which checks and signs them.
 
-        Called when a file is claimed, when a preparation ends, and by the worker's
-        loop: files are checked (and bad ones refused with their reason) even while the
+        Called when a file is claimed, when a check ends, and by the worker's loop:
+        files are checked (and bad ones refused with their reason) even while the
         worker waits for an unreachable server.
         """
         if self.stop.is_set():
             return
         with self._flight_lock:
-            if len(self._in_flight) >= MAX_PREPARING:
-                return  # the pool is full: no need to read the journal
+            room = MAX_AHEAD - len(self._in_flight)
+            if room <= 0:
+                return  # enough checked ahead: no need to read the journal
+            busy = len(self._in_flight)
         # the oldest few are enough: those in flight, and as many more as may join them
-        waiting = self.journal.submissions(channel=self.channel.name,
-                                           states=(journal.RECEIVED,),
-                                           limit=2 * MAX_PREPARING)
-        for sub in waiting:
+        for sub_id in self.journal.received_ids(self.channel.name, busy + room):
             with self._flight_lock:
-                if len(self._in_flight) >= MAX_PREPARING:
+                if len(self._in_flight) >= MAX_AHEAD:
                     return
-                if sub.id in self._in_flight:
+                if sub_id in self._in_flight:
                     continue
-                self._in_flight.add(sub.id)
+                self._in_flight.add(sub_id)
             try:
-                self._pool.submit(self._prepare, sub, self.cache.take(sub.id))
+                self._pool.submit(self._check, sub_id, self.cache.take(sub_id).data)
             except RuntimeError:  # the pool is shutting down: the next start does it
                 with self._flight_lock:
-                    self._in_flight.discard(sub.id)
+                    self._in_flight.discard(sub_id)
                 return
 
-    def _prepare(self, sub: journal.Submission, data: bytes | None) -> None:
+    def _check(self, sub_id: int, data: bytes | None) -> None:
+        """In the pool: check and sign one file; the worker numbers it next."""
+        checked = None
         try:
-            fresh = self.journal.get(sub.id)  # a refill may have seen it before it changed
-            if fresh is not None and fresh.state == journal.RECEIVED:
-                self.pipeline.check_and_prepare(fresh, data)
+            sub = self.journal.get(sub_id)  # a refill may have seen it before it changed
+            if sub is not None and sub.state == journal.RECEIVED:
+                checked = self.pipeline.check(sub, data)
         except Exception as exc:  # one file that breaks a step only fails itself
-            reason = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
-            self.log.exception("step_failed", submission=sub.id, error=reason)
-            with contextlib.suppress(Exception):
-                self.journal.mark_failed(sub.id, reason)
+            self._fail(sub_id, exc)
         finally:
             with self._flight_lock:
-                self._in_flight.discard(sub.id)
+                if checked is not None:
+                    self._checked.append(checked)
+                else:
+                    self._in_flight.discard(sub_id)
             self.wake.set()
             with contextlib.suppress(Exception):
                 self.refill()
+
+    def _fail(self, sub_id: int, exc: BaseException) -> None:
+        reason = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
+        self.log.exception("step_failed", submission=sub_id, error=reason)
+        with contextlib.suppress(Exception):
+            self.journal.mark_failed(sub_id, reason)
+
+    def _number_checked(self) -> None:
+        """Give every checked file its number, in one journal transaction."""
+        with self._flight_lock:
+            checked, self._checked = self._checked, []
+        if not checked:
+            return
+        try:
+            try:
+                prepared = self.pipeline.prepare_many(checked)
+            except Exception:  # find the file that breaks it, and fail only that one
+                if len(checked) == 1:
+                    raise
+                prepared = []
+                for one in checked:
+                    try:
+                        prepared += self.pipeline.prepare_many([one])
+                    except Exception as exc:
+                        self._fail(one.sub.id, exc)
+            by_id = {c.sub.id: c for c in checked}
+            for sub in prepared:
+                self.ready.put(sub.id, by_id[sub.id].data, by_id[sub.id].fs)
+        except Exception as exc:
+            self._fail(checked[0].sub.id, exc)
+        finally:
+            with self._flight_lock:
+                self._in_flight.difference_update(c.sub.id for c in checked)
+            self.refill()
 
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
         self._guarded(self.poller.poll, None)
 
-    def _handle(self, sub: journal.Submission) -> bool:
+    def _handle_many(self, subs: list[journal.Submission]) -> bool:
+        """Upload a batch of numbered submissions; one by one if something breaks.
+
+        False when the channel cannot go on for now.
+        """
+        contents = {sub.id: self.ready.take(sub.id) for sub in subs}
+        if len(subs) == 1:
+            return self._handle(subs[0], contents[subs[0].id])
+        broke: list[BaseException] = []
+
+        def step() -> None:
+            fresh = [s for s in self.journal.get_many([s.id for s in subs])
+                     if s.state in (journal.PREPARED, journal.UPLOADING)]
+            try:
+                self.pipeline.upload_many(fresh, contents)
+            except (TransportError, Stopping, OutOfTime):
+                raise
+            except Exception as exc:  # a bug met by one file: find it, fail only it
+                broke.append(exc)
+
+        if not self._guarded(step, None):
+            for sub_id, content in contents.items():  # kept for the next attempt
+                self.ready.put(sub_id, content.data, content.fs)
+            return False
+        if broke:
+            for sub in subs:
+                if self.stop.is_set() or not self._handle(sub, contents[sub.id]):
+                    return False
+            return True
+        self._archive([s.id for s in subs])
+        return True
+
+    def _archive(self, sub_ids: list[int]) -> None:
+        for sub in self.journal.get_many(sub_ids):
+            if sub.state != journal.SENT:
+                continue
+            try:
+                self.pipeline.archive(sub)
+            except OSError as exc:  # it stays in the spool; start-up archives it again
+                self.log.error("archive_failed", submission=sub.id, fi_name=sub.fi_name,
+                               error=str(exc))
+
+    def _handle(self, sub: journal.Submission, content: Content | None = None) -> bool:
         """Advance one submission; False when the channel cannot go on for now."""
-        data = self.cache.take(sub.id)
 
         def step() -> None:
             fresh = self.journal.get(sub.id)  # each retry starts from what is recorded
             if fresh is not None:
-                self.pipeline.advance(fresh, data)
+                self.pipeline.advance(fresh, content)
 
         return self._guarded(step, sub)
 
@@ -299,8 +406,16 @@ class ChannelWorker(threading.Thread):
                          delay_seconds=round(delay, 2))
 
     def _sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise Stopping()
+        """Wait before a retry; files checked meanwhile still get their number."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set():
+            self._number_checked()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.wait(left)
+            self.wake.clear()
+        raise Stopping()
 
 
 class Service:

@@ -155,6 +155,41 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Received:
+    """A claimed file, as the journal first records it."""
+
+    channel: str
+    application: str
+    environment: str
+    drop_name: str
+    spool_path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Naming:
+    """What numbering one submission needs."""
+
+    sub_id: int
+    sender: str
+    file_date: str
+    environment_letter: str
+    application_code: str
+    signed: bool
+    parts: int = 1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The outcome of numbering one submission: named, or a duplicate of `earlier`."""
+
+    before: Submission
+    prepared: Submission | None
+    earlier: Submission | None
+
+
+@dataclass(frozen=True)
 class ChannelState:
     channel: str
     state: str
@@ -209,23 +244,42 @@ class Journal:
 
     def add_received(self, *, channel: str, application: str, environment: str,
                      drop_name: str, spool_path: str, sha256: str, size: int) -> int:
+        return self.add_received_many([Received(channel, application, environment,
+                                                drop_name, spool_path, sha256, size)])[0]
+
+    def add_received_many(self, files: Sequence[Received]) -> list[int]:
+        """Journal claimed files in one transaction (one WAL sync for a whole drop)."""
         now = self._clock()
+        ids: list[int] = []
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO submission (channel, application, environment, drop_name,"
-                " spool_path, sha256, size, state, received_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (channel, application, environment, drop_name, spool_path, sha256, size,
-                 RECEIVED, now, now))
-            sub_id = int(cur.lastrowid or 0)
-            self._event(db, sub_id, RECEIVED, drop_name)
-        return sub_id
+            for f in files:
+                cur = db.execute(
+                    "INSERT INTO submission (channel, application, environment, drop_name,"
+                    " spool_path, sha256, size, state, received_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (f.channel, f.application, f.environment, f.drop_name, f.spool_path,
+                     f.sha256, f.size, RECEIVED, now, now))
+                sub_id = int(cur.lastrowid or 0)
+                self._event(db, sub_id, RECEIVED, f.drop_name)
+                ids.append(sub_id)
+        return ids
 
     def get(self, sub_id: int) -> Submission | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM submission WHERE id = ?",
                                    (sub_id,)).fetchone()
         return Submission(**dict(row)) if row else None
+
+    def get_many(self, sub_ids: Sequence[int]) -> list[Submission]:
+        """The submissions still in the journal among `sub_ids`, in that order."""
+        if not sub_ids:
+            return []
+        marks = ",".join("?" * len(sub_ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM submission WHERE id IN ({marks})",
+                                    tuple(sub_ids)).fetchall()
+        found = {int(r["id"]): Submission(**dict(r)) for r in rows}
+        return [found[i] for i in sub_ids if i in found]
 
     def by_spool_path(self, spool_path: str) -> Submission | None:
         with self._lock:
@@ -241,6 +295,14 @@ class Journal:
                 f"SELECT * FROM submission WHERE channel = ? AND state IN ({marks})"
                 " ORDER BY id", (channel, *OPEN_STATES)).fetchall()
         return [Submission(**dict(r)) for r in rows]
+
+    def received_ids(self, channel: str, limit: int) -> list[int]:
+        """The oldest submissions of a channel waiting to be checked (ids only: cheap)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM submission WHERE channel = ? AND state = ? ORDER BY id"
+                " LIMIT ?", (channel, RECEIVED, int(limit))).fetchall()
+        return [int(r[0]) for r in rows]
 
     def submissions(self, *, channel: str | None = None, states: Sequence[str] = (),
              since: float | None = None, limit: int | None = None) -> list[Submission]:
@@ -278,20 +340,26 @@ class Journal:
 
     def _set(self, sub_id: int, state: str, detail: str | None = None,
              expect: Sequence[str] = (), **fields: Any) -> None:
+        self._set_many((sub_id,), state, detail, expect, **fields)
+
+    def _set_many(self, sub_ids: Sequence[int], state: str, detail: str | None = None,
+                  expect: Sequence[str] = (), **fields: Any) -> None:
+        """One state change for several submissions, all or none, in one transaction."""
         fields["state"] = state
         fields["updated_at"] = self._clock()
         assignments = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
-            if expect:
-                row = db.execute("SELECT state FROM submission WHERE id = ?",
-                                 (sub_id,)).fetchone()
-                if row is None or row["state"] not in expect:
-                    current = row["state"] if row else "absent"
-                    raise ValueError(f"submission {sub_id} is {current}, expected one of "
-                                     f"{', '.join(expect)}")
-            db.execute(f"UPDATE submission SET {assignments} WHERE id = ?",
-                       (*fields.values(), sub_id))
-            self._event(db, sub_id, state, detail)
+            for sub_id in sub_ids:
+                if expect:
+                    row = db.execute("SELECT state FROM submission WHERE id = ?",
+                                     (sub_id,)).fetchone()
+                    if row is None or row["state"] not in expect:
+                        current = row["state"] if row else "absent"
+                        raise ValueError(f"submission {sub_id} is {current}, expected one "
+                                         f"of {', '.join(expect)}")
+                db.execute(f"UPDATE submission SET {assignments} WHERE id = ?",
+                           (*fields.values(), sub_id))
+                self._event(db, sub_id, state, detail)
 
     def mark_rejected(self, sub_id: int, reason: str, rejected_path: str) -> None:
         self._set(sub_id, REJECTED, reason, error=reason, rejected_path=rejected_path)
@@ -313,39 +381,81 @@ class Journal:
         The number is taken even if the submission fails later: a number the server may
         have seen is never used again.
         """
+        request = Naming(sub_id, sender, file_date, environment_letter, application_code,
+                         signed, parts)
+        outcome = self.prepare_many([request], duplicate_window_days=0)[0]
+        assert outcome.prepared is not None
+        return outcome.prepared
+
+    def prepare_many(self, requests: Sequence[Naming], *,
+                     duplicate_window_days: int) -> list[Prepared]:
+        """`prepare` for several submissions in one transaction, refusing duplicates.
+
+        The duplicate check runs inside the same transaction as the numbering, so two
+        copies of one content checked side by side cannot both be given a name: the
+        second finds the first, already `prepared`. A submission marked `force_send`
+        skips the check (`flad resend --force`).
+        """
+        outcomes: list[Prepared] = []
+        since = self._clock() - duplicate_window_days * 86400
+        marks = ",".join("?" * len(SENT_STATES))
         with self._tx() as db:
-            row = db.execute("SELECT * FROM submission WHERE id = ?", (sub_id,)).fetchone()
-            if row is None or row["state"] != RECEIVED:
-                raise ValueError(f"submission {sub_id} is not waiting to be prepared")
-            counter = db.execute(
-                "INSERT INTO sequence_counter (sender, file_date, environment, last_index)"
-                " VALUES (?, ?, ?, 1) ON CONFLICT (sender, file_date, environment)"
-                " DO UPDATE SET last_index = last_index + 1 RETURNING last_index",
-                (sender, file_date, environment_letter)).fetchone()
-            sequence = naming.sequence_for(int(counter[0]))
-            names = naming.submission_names(
-                application_code, sender, _date(file_date), sequence, environment_letter,
-                parts)
-            fs_name = names.fs[0] if signed else None
-            db.execute(
-                "UPDATE submission SET state = ?, sender = ?, file_date = ?, sequence = ?,"
-                " fi_name = ?, fs_name = ?, go_name = ?, updated_at = ?, error = NULL"
-                " WHERE id = ?",
-                (PREPARED, sender, file_date, sequence, names.fi[0], fs_name, names.go,
-                 self._clock(), sub_id))
-            self._event(db, sub_id, PREPARED, names.fi[0])
-        sub = self.get(sub_id)
-        assert sub is not None
-        return sub
+            for r in requests:
+                row = db.execute("SELECT * FROM submission WHERE id = ?",
+                                 (r.sub_id,)).fetchone()
+                if row is None or row["state"] != RECEIVED:
+                    raise ValueError(f"submission {r.sub_id} is not waiting to be prepared")
+                if duplicate_window_days > 0 and row["sha256"] and not row["force_send"]:
+                    earlier = db.execute(
+                        "SELECT * FROM submission WHERE channel = ? AND application = ?"
+                        " AND environment = ? AND sha256 = ? AND id != ?"
+                        f" AND state IN ({marks}) AND received_at >= ? ORDER BY id LIMIT 1",
+                        (row["channel"], row["application"], row["environment"],
+                         row["sha256"], r.sub_id, *SENT_STATES, since)).fetchone()
+                    if earlier is not None:
+                        outcomes.append(Prepared(Submission(**dict(row)), None,
+                                                 Submission(**dict(earlier))))
+                        continue
+                counter = db.execute(
+                    "INSERT INTO sequence_counter (sender, file_date, environment,"
+                    " last_index) VALUES (?, ?, ?, 1) ON CONFLICT (sender, file_date,"
+                    " environment) DO UPDATE SET last_index = last_index + 1"
+                    " RETURNING last_index",
+                    (r.sender, r.file_date, r.environment_letter)).fetchone()
+                sequence = naming.sequence_for(int(counter[0]))
+                names = naming.submission_names(
+                    r.application_code, r.sender, _date(r.file_date), sequence,
+                    r.environment_letter, r.parts)
+                fs_name = names.fs[0] if r.signed else None
+                now = self._clock()
+                db.execute(
+                    "UPDATE submission SET state = ?, sender = ?, file_date = ?,"
+                    " sequence = ?, fi_name = ?, fs_name = ?, go_name = ?, updated_at = ?,"
+                    " error = NULL WHERE id = ?",
+                    (PREPARED, r.sender, r.file_date, sequence, names.fi[0], fs_name,
+                     names.go, now, r.sub_id))
+                self._event(db, r.sub_id, PREPARED, names.fi[0])
+                fresh = dict(row)
+                fresh.update(state=PREPARED, sender=r.sender, file_date=r.file_date,
+                             sequence=sequence, fi_name=names.fi[0], fs_name=fs_name,
+                             go_name=names.go, updated_at=now, error=None)
+                outcomes.append(Prepared(Submission(**dict(row)), Submission(**fresh), None))
+        return outcomes
 
     def mark_uploading(self, sub_id: int, step: str) -> None:
         """Record the upload step about to start (data: FI and FS; go) before it starts."""
-        self._set(sub_id, UPLOADING, step, expect=(PREPARED, UPLOADING), upload_step=step)
+        self.mark_uploading_many((sub_id,), step)
+
+    def mark_uploading_many(self, sub_ids: Sequence[int], step: str) -> None:
+        self._set_many(sub_ids, UPLOADING, step, expect=(PREPARED, UPLOADING),
+                       upload_step=step)
 
     def mark_sent(self, sub_id: int) -> None:
-        now = self._clock()
-        self._set(sub_id, SENT, None, expect=(UPLOADING,), sent_at=now, error=None,
-                  upload_step="done")
+        self.mark_sent_many((sub_id,))
+
+    def mark_sent_many(self, sub_ids: Sequence[int]) -> None:
+        self._set_many(sub_ids, SENT, None, expect=(UPLOADING,), sent_at=self._clock(),
+                       error=None, upload_step="done")
 
     def requeue(self, sub_id: int, spool_path: str, *, force: bool) -> None:
         """Put a refused or failed submission back in line (`flad resend`)."""

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - not Linux
 
 from flad import durable, faults, logs
 from flad.config import ENVIRONMENTS, ChannelConfig, Config
-from flad.journal import Journal
+from flad.journal import Journal, Received
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
 #: Sub-folders of an outbox that flad writes itself and never watches.
@@ -140,8 +140,9 @@ class Claimer:
         with contextlib.suppress(OSError):  # as durable.move: the source folder may be gone
             durable.fsync_dir(folder.path)
         faults.point("after_claim")
-        for i, target in moved:
-            results[i] = self.register(folder, target)
+        for (i, _), claimed in zip(moved, self.register_many(folder, [t for _, t in moved]),
+                                   strict=True):
+            results[i] = claimed
         return results
 
     def _move_in(self, folder: DropFolder, path: Path, spool_dir: Path) -> Path | None:
@@ -174,21 +175,32 @@ class Claimer:
 
     def register(self, folder: DropFolder, target: Path) -> Claimed | None:
         """Hash a spooled file and journal it (also used to recover after a crash)."""
-        drop_name = target.name.split("_", 1)[1] if "_" in target.name else target.name
-        log = self.log.bind(channel=folder.channel, drop_name=drop_name)
+        return self.register_many(folder, [target])[0]
+
+    def register_many(self, folder: DropFolder, targets: list[Path]) -> list[Claimed]:
+        """Hash spooled files and journal them together: one transaction for a drop."""
         max_bytes = max(a.max_file_bytes for a in self._channel(folder).applications)
-        try:
-            digest, size, data = _read_and_hash(target, max_bytes)
-        except OSError as exc:
-            # unreadable (permissions): keep it journaled with no content; check refuses it
-            log.warning("file_unreadable", error=exc.strerror)
-            digest, size, data = "", target.lstat().st_size, None
-        sub_id = self.journal.add_received(
-            channel=folder.channel, application=folder.application,
-            environment=folder.environment, drop_name=drop_name, spool_path=str(target),
-            sha256=digest, size=size)
-        log.info("file_claimed", submission=sub_id, size=size, sha256=digest)
-        return Claimed(sub_id, folder.channel, data)
+        rows: list[Received] = []
+        contents: list[bytes | None] = []
+        for target in targets:
+            drop_name = target.name.split("_", 1)[1] if "_" in target.name else target.name
+            try:
+                digest, size, data = _read_and_hash(target, max_bytes)
+            except OSError as exc:
+                # unreadable (permissions): keep it journaled with no content; check
+                # refuses it
+                self.log.warning("file_unreadable", channel=folder.channel,
+                                 drop_name=drop_name, error=exc.strerror)
+                digest, size, data = "", target.lstat().st_size, None
+            rows.append(Received(folder.channel, folder.application, folder.environment,
+                                 drop_name, str(target), digest, size))
+            contents.append(data)
+        ids = self.journal.add_received_many(rows)
+        for sub_id, row in zip(ids, rows, strict=True):
+            self.log.info("file_claimed", channel=folder.channel, drop_name=row.drop_name,
+                          submission=sub_id, size=row.size, sha256=row.sha256)
+        return [Claimed(sub_id, folder.channel, data)
+                for sub_id, data in zip(ids, contents, strict=True)]
 
     def _channel(self, folder: DropFolder) -> ChannelConfig:
         channel = self.config.channel(folder.channel)

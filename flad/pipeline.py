@@ -8,10 +8,11 @@ looking at the server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,28 @@ class FileChecker:
         return verdict.warnings
 
 
+@dataclass(frozen=True)
+class Content:
+    """What is already in memory for one submission: its bytes and its FS."""
+
+    data: bytes | None = None
+    fs: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A file that passed every check and is signed, waiting for its number."""
+
+    sub: Submission
+    app: ApplicationConfig
+    data: bytes
+    fs: bytes | None
+
+    @property
+    def content(self) -> Content:
+        return Content(self.data, self.fs)
+
+
 class ChannelPipeline:
     """The steps of one channel; a worker calls `advance` until nothing is open."""
 
@@ -90,15 +113,16 @@ class ChannelPipeline:
 
     # -- the state machine ---------------------------------------------------------
 
-    def advance(self, sub: Submission, data: bytes | None = None) -> Submission:
+    def advance(self, sub: Submission, content: Content | None = None) -> Submission:
         """Run every step left for `sub`; transport errors propagate for the retry loop."""
+        content = content or Content()
         if sub.state == journal.RECEIVED:
-            prepared = self.check_and_prepare(sub, data)
+            prepared = self.check_and_prepare(sub, content.data)
             if prepared is None:
                 return self._reload(sub)
             sub = prepared
         if sub.state in (journal.PREPARED, journal.UPLOADING):
-            self.upload(sub)
+            self.upload_many([sub], {sub.id: content})
             sub = self._reload(sub)
         if sub.state == journal.SENT:
             self.archive(sub)
@@ -110,6 +134,19 @@ class ChannelPipeline:
         return fresh
 
     def check_and_prepare(self, sub: Submission, data: bytes | None) -> Submission | None:
+        checked = self.check(sub, data)
+        if checked is None:
+            return None
+        prepared = self.prepare_many([checked])
+        return prepared[0] if prepared else None
+
+    def check(self, sub: Submission, data: bytes | None) -> Checked | None:
+        """Check and sign one received file; None when it was refused (with its reason).
+
+        Runs in the prepare pool, beside the uploads. The signature is made here and
+        written next to the spooled file, durably, before the journal gives the file a
+        number: the numbering is the worker's, for many files in one transaction.
+        """
         log = self.log.bind(submission=sub.id, drop_name=sub.drop_name)
         app = self.channel.application(sub.application)
         try:
@@ -119,24 +156,20 @@ class ChannelPipeline:
             if data is None:
                 data = self._read_spool(sub, app)
             warnings = self.checker.check(app, sub.environment, data)
-            if self.channel.needs_signature(sub.environment) and self.signer is None:
+            signed = self.channel.needs_signature(sub.environment)
+            if signed and self.signer is None:
                 raise Rejected("this channel has no signing certificate configured, and "
                                f"{sub.environment} files need an FS signature")
-            if not sub.force_send:
-                earlier = self.journal.find_duplicate(sub, self.daemon.duplicate_window_days)
-                if earlier is not None:
-                    when = datetime.datetime.fromtimestamp(earlier.received_at)
-                    raise Rejected(
-                        f"the same content was already sent as {earlier.fi_name} on "
-                        f"{when:%Y-%m-%d %H:%M} (submission {earlier.id}); to send it again "
-                        f"anyway: flad resend {sub.id}")
         except Rejected as exc:
             self.reject(sub, str(exc))
             return None
         for warning in warnings:
             log.warning("identity_warning", warning=warning)
-        assert app is not None
-        return self.prepare(sub, app, data)
+        fs = None
+        if signed and self.signer is not None:
+            fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
+            durable.write_file(self._fs_path(sub), fs, 0o600)
+        return Checked(sub, app, data, fs)
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
         path = Path(sub.spool_path)
@@ -152,72 +185,133 @@ class ChannelPipeline:
             raise Rejected("flad may not read the file (permission denied): give the flad "
                            "user read access") from None
 
-    def prepare(self, sub: Submission, app: ApplicationConfig, data: bytes) -> Submission:
+    def prepare_many(self, checked: Sequence[Checked]) -> list[Submission]:
+        """Number checked files in one journal transaction; refuse duplicates.
+
+        Returns the submissions now `prepared`, in order.
+        """
+        if not checked:
+            return []
         started = time.monotonic()
-        signed = self.channel.needs_signature(sub.environment)
-        fs_content = (signing.make_fs(data, self.signer, self.channel.fs_line_format)
-                      if signed and self.signer is not None else None)
-        prepared = self.journal.prepare(
-            sub.id, sender=self.channel.sender_id, file_date=local_date(self.clock),
-            environment_letter=ENV_LETTER[sub.environment], application_code=app.code,
-            signed=signed)
-        faults.point("after_sequence")
-        if fs_content is not None and prepared.fs_name:
-            durable.write_file(self._fs_path(prepared), fs_content, 0o600)
-        self.log.info("submission_prepared", submission=sub.id, drop_name=sub.drop_name,
-                      fi_name=prepared.fi_name, fs_name=prepared.fs_name,
-                      duration_ms=_ms(started))
+        date = local_date(self.clock)
+        requests = [journal.Naming(
+            c.sub.id, sender=self.channel.sender_id, file_date=date,
+            environment_letter=ENV_LETTER[c.sub.environment], application_code=c.app.code,
+            signed=c.fs is not None) for c in checked]
+        outcomes = self.journal.prepare_many(
+            requests, duplicate_window_days=self.daemon.duplicate_window_days)
+        prepared: list[Submission] = []
+        for outcome in outcomes:
+            sub = outcome.before
+            if outcome.prepared is None:
+                assert outcome.earlier is not None
+                earlier = outcome.earlier
+                when = datetime.datetime.fromtimestamp(earlier.received_at)
+                self.reject(sub, f"the same content was already sent as {earlier.fi_name} "
+                                 f"on {when:%Y-%m-%d %H:%M} (submission {earlier.id}); to "
+                                 f"send it again anyway: flad resend {sub.id}")
+                continue
+            faults.point("after_sequence")
+            new = outcome.prepared
+            prepared.append(new)
+            self.log.info("submission_prepared", submission=new.id, drop_name=new.drop_name,
+                          fi_name=new.fi_name, fs_name=new.fs_name, duration_ms=_ms(started))
         return prepared
 
     def _fs_path(self, sub: Submission) -> Path:
-        """Next to the spooled FI, hidden: spool recovery must never take it for a drop."""
-        assert sub.fs_name
+        """Next to the spooled FI, hidden: spool recovery must never take it for a drop.
+
+        Named before the submission has a number: the FS is made while it is checked.
+        """
         spool = Path(sub.spool_path)
-        return spool.with_name(f".{spool.name}.{sub.fs_name}")
+        return spool.with_name(f".{spool.name}.fs")
 
-    def _ensure_fs(self, sub: Submission) -> Path:
-        """The FS file, made again if a crash came between the journal and the write."""
+    def _ensure_fs(self, sub: Submission, data: bytes | None) -> bytes:
+        """The FS content: kept in the spool, or made again if it went missing."""
         path = self._fs_path(sub)
-        if not path.exists():
-            assert self.signer is not None
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        assert self.signer is not None
+        if data is None:
             data = Path(sub.spool_path).read_bytes()
-            durable.write_file(path, signing.make_fs(data, self.signer,
-                                                     self.channel.fs_line_format), 0o600)
-        return path
+        fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
+        durable.write_file(path, fs, 0o600)
+        return fs
 
-    def upload(self, sub: Submission) -> None:
-        assert sub.fi_name and sub.go_name
-        folder = REMOTE_IN[sub.environment]
-        log = self.log.bind(submission=sub.id, fi_name=sub.fi_name)
+    def upload_many(self, subs: Sequence[Submission],
+                    contents: Mapping[int, Content] | None = None) -> None:
+        """Upload prepared submissions together: their FI and FS, then their GOs.
+
+        One journal transaction marks them all `data`, one pipelined round sends every
+        FI and FS (each checked by its remote size), one transaction marks them `go`,
+        one round sends the GOs, one transaction marks them `sent`. A GO still leaves
+        only after its own FI and FS are whole on the server and the journal says `go`.
+        A submission whose GO may have left before a crash is resolved from the server.
+        """
+        contents = contents or {}
         self.transport.ensure_connected()
-        if (sub.state == journal.UPLOADING and sub.upload_step == "go"
-                and self._go_already_sent(sub, folder)):
-            log.info("go_resolved_from_server", go_name=sub.go_name)
-            self.journal.mark_sent(sub.id)
+        todo: list[Submission] = []
+        for sub in subs:
+            assert sub.fi_name and sub.go_name
+            if (sub.state == journal.UPLOADING and sub.upload_step == "go"
+                    and self._go_already_sent(sub, REMOTE_IN[sub.environment])):
+                self.log.info("go_resolved_from_server", submission=sub.id,
+                              fi_name=sub.fi_name, go_name=sub.go_name)
+                self.journal.mark_sent(sub.id)
+            else:
+                todo.append(sub)
+        if not todo:
             return
+        ids = [sub.id for sub in todo]
         started = time.monotonic()
         try:
-            self.journal.mark_uploading(sub.id, "data")
-            log.info("upload_started", size=sub.size)
-            faults.point("before_fi")
-            data: list[tuple[Path | bytes, str]] = [
-                (Path(sub.spool_path), f"{folder}/{sub.fi_name}")]
-            if sub.fs_name:
-                data.append((self._ensure_fs(sub), f"{folder}/{sub.fs_name}"))
-            # FI and FS travel together (one round trip), each checked by its remote size;
-            # the GO only goes once both are whole on the server
-            self.transport.put_files(data)
-            faults.point("before_go")
-            self.journal.mark_uploading(sub.id, "go")
-            self.transport.put_bytes(b"", f"{folder}/{sub.go_name}")
-            faults.point("after_go")
+            self.journal.mark_uploading_many(ids, "data")
+            files: list[tuple[Path | bytes, str]] = []
+            size = 0
+            for sub in todo:
+                folder = REMOTE_IN[sub.environment]
+                content = contents.get(sub.id) or Content()
+                files.append((content.data if content.data is not None
+                              else Path(sub.spool_path), f"{folder}/{sub.fi_name}"))
+                if sub.fs_name:
+                    fs = content.fs if content.fs is not None else self._ensure_fs(
+                        sub, content.data)
+                    files.append((fs, f"{folder}/{sub.fs_name}"))
+                size += sub.size
+            which = {"submission": ids[0]} if len(ids) == 1 else {"submissions": ids}
+            self.log.info("upload_started", files=len(todo), size=size,
+                          fi_name=todo[0].fi_name, **which)
+            for _ in todo:  # the crash points count submissions, batch or not
+                faults.point("before_fi")
+            # FI and FS travel together (one round trip for all of them); the GOs only
+            # go once every one is whole on the server
+            self.transport.put_files(files)
+            for _ in todo:
+                faults.point("before_go")
+            self.journal.mark_uploading_many(ids, "go")
+            self.transport.put_files(
+                [(b"", f"{REMOTE_IN[sub.environment]}/{sub.go_name}") for sub in todo])
+            for _ in todo:
+                faults.point("after_go")
         except RemotePermissionDenied as exc:
-            self.journal.mark_failed(sub.id, f"the server refused the upload: {exc}")
-            log.error("upload_failed", error=str(exc))
+            if len(todo) > 1:  # which one? one by one tells, and fails only that one
+                for sub in todo:
+                    fresh = self._reload(sub)
+                    if fresh.state in (journal.PREPARED, journal.UPLOADING):
+                        self.upload_many([fresh], contents)
+                return
+            self.journal.mark_failed(todo[0].id, f"the server refused the upload: {exc}")
+            self.log.error("upload_failed", submission=todo[0].id, fi_name=todo[0].fi_name,
+                           error=str(exc))
             return
-        self.journal.mark_sent(sub.id)
-        log.info("go_sent", go_name=sub.go_name, fs_name=sub.fs_name,
-                 duration_ms=_ms(started))
+        self.journal.mark_sent_many(ids)
+        duration = _ms(started)
+        for sub in todo:
+            self.log.info("go_sent", submission=sub.id, fi_name=sub.fi_name,
+                          go_name=sub.go_name, fs_name=sub.fs_name, batch=len(todo),
+                          duration_ms=duration)
 
     def _go_already_sent(self, sub: Submission, folder: str) -> bool:
         """After a crash during the GO step: did the GO reach the server?
@@ -241,10 +335,9 @@ class ChannelPipeline:
         assert sub.fi_name
         # Not synced file by file: the journal already says `sent`, and a move lost in a
         # crash leaves the file in the spool, where start-up archives it again.
-        if sub.fs_name:
-            fs = self._fs_path(sub)
-            if fs.exists():
-                durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
+        fs = self._fs_path(sub)
+        if sub.fs_name and fs.exists():
+            durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
         durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
 
     def reject(self, sub: Submission, reason: str) -> None:
@@ -265,6 +358,8 @@ class ChannelPipeline:
                            f"{sub.error}\n".encode())
         spool = Path(sub.spool_path)
         if spool.exists() and spool != target:
+            with contextlib.suppress(FileNotFoundError):  # signed, then found a duplicate
+                self._fs_path(sub).unlink()
             durable.move(spool, target)
 
 
