@@ -505,8 +505,8 @@ class Service:
                 if sub.state == journal.REJECTED and sub.rejected_path:
                     pipeline.finish_rejection(sub)
                 elif sub.state == journal.SENT:
-                    pipeline.archive(sub)
-            except OSError as exc:
+                    pipeline.archive(sub, recovering=True)
+            except (OSError, signing.SigningError) as exc:
                 self.log.error("recovery_failed", channel=sub.channel, submission=sub.id,
                                error=str(exc))
 

@@ -17,8 +17,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Write through a temporary name, fsync, rename: readers never see half a file."""
+def write_file(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True) -> None:
+    """Write through a temporary name, fsync, rename: readers never see half a file.
+
+    Without `sync`, nothing is flushed: a crash of flad still leaves the whole file or
+    none, but a crash of the machine may leave it empty or torn, so only a file that
+    is checked before use (or can be made again) may be written that way.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
@@ -26,11 +31,13 @@ def write_file(path: Path, data: bytes, mode: int = 0o640) -> None:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def move(src: Path, dst: Path, *, sync_folders: bool = True) -> None:

@@ -219,10 +219,26 @@ class Journal:
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.row_factory = sqlite3.Row
+        # Reads go through their own connection: with WAL they never wait for a
+        # writer's commit (and its sync), so checks and `status` run beside uploads.
+        self._reader = self._db
+        if not readonly:
+            self._reader = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                           isolation_level=None)
+            self._reader.execute("PRAGMA busy_timeout=10000")
+            self._reader.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            if self._reader is not self._db:
+                self._reader.close()
             self._db.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            yield self._reader
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -265,8 +281,8 @@ class Journal:
         return ids
 
     def get(self, sub_id: int) -> Submission | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM submission WHERE id = ?",
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM submission WHERE id = ?",
                                    (sub_id,)).fetchone()
         return Submission(**dict(row)) if row else None
 
@@ -275,31 +291,31 @@ class Journal:
         if not sub_ids:
             return []
         marks = ",".join("?" * len(sub_ids))
-        with self._lock:
-            rows = self._db.execute(f"SELECT * FROM submission WHERE id IN ({marks})",
+        with self._reading() as db:
+            rows = db.execute(f"SELECT * FROM submission WHERE id IN ({marks})",
                                     tuple(sub_ids)).fetchall()
         found = {int(r["id"]): Submission(**dict(r)) for r in rows}
         return [found[i] for i in sub_ids if i in found]
 
     def by_spool_path(self, spool_path: str) -> Submission | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM submission WHERE spool_path = ?",
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM submission WHERE spool_path = ?",
                                    (spool_path,)).fetchone()
         return Submission(**dict(row)) if row else None
 
     def open_submissions(self, channel: str) -> list[Submission]:
         """Work left for a channel, oldest first."""
         marks = ",".join("?" * len(OPEN_STATES))
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT * FROM submission WHERE channel = ? AND state IN ({marks})"
                 " ORDER BY id", (channel, *OPEN_STATES)).fetchall()
         return [Submission(**dict(r)) for r in rows]
 
     def received_ids(self, channel: str, limit: int) -> list[int]:
         """The oldest submissions of a channel waiting to be checked (ids only: cheap)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT id FROM submission WHERE channel = ? AND state = ? ORDER BY id"
                 " LIMIT ?", (channel, RECEIVED, int(limit))).fetchall()
         return [int(r[0]) for r in rows]
@@ -320,8 +336,8 @@ class Journal:
         sql = f"SELECT * FROM submission WHERE {' AND '.join(where)} ORDER BY id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._reading() as db:
+            rows = db.execute(sql, args).fetchall()
         return [Submission(**dict(r)) for r in rows]
 
     def find_duplicate(self, sub: Submission, window_days: int) -> Submission | None:
@@ -329,8 +345,8 @@ class Journal:
         if window_days <= 0 or not sub.sha256:
             return None
         marks = ",".join("?" * len(SENT_STATES))
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT * FROM submission WHERE channel = ? AND application = ?"
                 " AND environment = ? AND sha256 = ? AND id != ?"
                 f" AND state IN ({marks}) AND received_at >= ? ORDER BY id LIMIT 1",
@@ -465,16 +481,16 @@ class Journal:
                   go_name=None, upload_step=None)
 
     def events(self, sub_id: int) -> list[tuple[float, str, str | None]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT at, state, detail FROM event WHERE submission_id = ? ORDER BY id",
                 (sub_id,)).fetchall()
         return [(r["at"], r["state"], r["detail"]) for r in rows]
 
     def sequences_used(self) -> list[tuple[str, str, str, str]]:
         """(sender, date, env letter, sequence) of every prepared submission."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT sender, file_date, fi_name, sequence FROM submission"
                 " WHERE sequence IS NOT NULL").fetchall()
         return [(r[0], r[1], naming.parse(r[2]).environment, r[3]) for r in rows]
@@ -482,8 +498,8 @@ class Journal:
     # -- replies -------------------------------------------------------------------
 
     def reply_set_state(self, channel: str, folder: str, set_key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT state FROM reply_set WHERE channel = ? AND folder = ? AND set_key = ?",
                 (channel, folder, set_key)).fetchone()
         return str(row[0]) if row else None
@@ -506,21 +522,21 @@ class Journal:
                        (self._clock(), channel, folder, set_key))
 
     def reply_sets(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM reply_set ORDER BY delivered_at").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM reply_set ORDER BY delivered_at").fetchall()
         return [dict(r) for r in rows]
 
     def find_sent(self, channel: str, file_name: str) -> Submission | None:
         """The submission whose GO or FI (any part) carries this name."""
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT * FROM submission WHERE channel = ? AND (go_name = ? OR fi_name = ?)",
                 (channel, file_name, file_name)).fetchone()
         return Submission(**dict(row)) if row else None
 
     def find_by_reference(self, channel: str, reference: str) -> Submission | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT * FROM submission WHERE channel = ? AND reference_nbr = ?",
                 (channel, reference)).fetchone()
         return Submission(**dict(row)) if row else None
@@ -561,8 +577,8 @@ class Journal:
                 (channel, state, error, attempts, next_attempt, self._clock()))
 
     def channel_states(self) -> list[ChannelState]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM channel_state ORDER BY channel").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM channel_state ORDER BY channel").fetchall()
         return [ChannelState(**dict(r)) for r in rows]
 
 

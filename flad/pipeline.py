@@ -168,7 +168,9 @@ class ChannelPipeline:
         fs = None
         if signed and self.signer is not None:
             fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
-            durable.write_file(self._fs_path(sub), fs, 0o600)
+            # not synced: the upload takes it from memory, and `_ensure_fs` checks it
+            # before any later use (a machine crash may leave it torn)
+            durable.write_file(self._fs_path(sub), fs, 0o600, sync=False)
         return Checked(sub, app, data, fs)
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
@@ -227,17 +229,24 @@ class ChannelPipeline:
         return spool.with_name(f".{spool.name}.fs")
 
     def _ensure_fs(self, sub: Submission, data: bytes | None) -> bytes:
-        """The FS content: kept in the spool, or made again if it went missing."""
-        path = self._fs_path(sub)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
+        """The FS kept in the spool if it still signs the FI, else made again.
+
+        Only used when the FS is not in memory (after a restart): the spooled one was
+        written without a sync, so it is verified before it is trusted.
+        """
         assert self.signer is not None
+        path = self._fs_path(sub)
         if data is None:
             data = Path(sub.spool_path).read_bytes()
+        try:
+            fs = path.read_bytes()
+            signing.verify_fs(data, fs, certificate=self.signer.certificate)
+            return fs
+        except (FileNotFoundError, signing.SignatureInvalid):
+            pass
         fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
-        durable.write_file(path, fs, 0o600)
+        durable.write_file(path, fs, 0o600, sync=False)
+        self.log.info("signature_made_again", submission=sub.id, fs_name=sub.fs_name)
         return fs
 
     def upload_many(self, subs: Sequence[Submission],
@@ -326,7 +335,7 @@ class ChannelPipeline:
 
     # -- endings -------------------------------------------------------------------
 
-    def archive(self, sub: Submission) -> None:
+    def archive(self, sub: Submission, *, recovering: bool = False) -> None:
         """Keep FI and FS under their sent names; idempotent (runs again after a crash)."""
         spool = Path(sub.spool_path)
         if not spool.exists():
@@ -336,7 +345,9 @@ class ChannelPipeline:
         # Not synced file by file: the journal already says `sent`, and a move lost in a
         # crash leaves the file in the spool, where start-up archives it again.
         fs = self._fs_path(sub)
-        if sub.fs_name and fs.exists():
+        if sub.fs_name and (fs.exists() or recovering) and self.signer is not None:
+            if recovering:  # the FS was never synced: keep one that surely signs the FI
+                self._ensure_fs(sub, None)
             durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
         durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
 

@@ -890,28 +890,35 @@ class SftpChannel:
                     # close and stat go out behind the last writes: the server answers in
                     # order, so this costs one round trip for all of them
                     closes = [replies.send(CMD_CLOSE, handle) for handle in handles]
-                    stats = [replies.send(CMD_STAT, replies.path(remote)) for _, remote in items]
+                    # An empty file (a GO) is whole once closed, and the platform may
+                    # take a GO at once: a stat could find it gone. Others are checked.
+                    stats = {i: replies.send(CMD_STAT, replies.path(items[i][1]))
+                             for i, written in enumerate(sizes) if written}
                     for remote, in_flight in writes:
                         while in_flight:
                             self._checked(replies, in_flight.popleft(), remote)
                     for num, (_, remote) in zip(closes, items, strict=True):
                         self._checked(replies, num, remote)
                     closed = True
-                    remote_sizes = [replies.wait_size(num) for num in stats]
+                    remote_sizes = {i: replies.wait_size(num) for i, num in stats.items()}
             finally:
                 if handles and not closed:
                     with contextlib.suppress(Exception):  # the first error is the one to raise
                         for handle in handles:
                             replies.send(CMD_CLOSE, handle)
-            for (_, remote), written, held in zip(items, sizes, remote_sizes, strict=True):
-                if held != written:
+            for i, held in remote_sizes.items():
+                if held != sizes[i]:
                     raise TransportError(
-                        f"put {remote} on {self._where}: the server holds {held} bytes, "
-                        f"{written} were sent"
+                        f"put {items[i][1]} on {self._where}: the server holds {held} bytes, "
+                        f"{sizes[i]} were sent"
                     )
             duration_ms = round((time.monotonic() - started) * 1000)
-            for (_, remote), written in zip(items, sizes, strict=True):
-                self._log.info("sftp_put", remote=remote, bytes=written, duration_ms=duration_ms)
+            if len(items) == 1:
+                self._log.info("sftp_put", remote=items[0][1], bytes=sizes[0],
+                               duration_ms=duration_ms)
+            else:  # one line for the batch: the files are named in the pipeline's lines
+                self._log.info("sftp_put", files=len(items), first=items[0][1],
+                               last=items[-1][1], bytes=sum(sizes), duration_ms=duration_ms)
             return sizes
 
     def _checked(self, replies: _Replies, num: int, remote: str) -> None:
