@@ -94,6 +94,8 @@ PREFETCH_REQUESTS = 64  # outstanding read requests while downloading
 # a 32 KiB write plus its header took two SSH packets each, twice the per-packet work.
 MAX_WRITE_DATA = 2**15
 _WRITE_HEADER = 4 + 1 + 4 + 4 + 8 + 4  # length, type, id, handle length, offset, data length
+#: Requests smaller than this are sent together, up to this many bytes at once.
+COALESCE_BYTES = 16 * 1024
 WRITES_IN_FLIGHT = 64  # unacknowledged writes per upload (2 MiB, OpenSSH's window)
 CONNECT_PHASES = 4  # TCP+banner+kex, auth, channel, SFTP start: the watchdog's budget
 
@@ -528,11 +530,43 @@ class _Replies:
     paramiko hands an answer to the object registered with its request when another
     answer is awaited; reading one answer at a time until ours is there keeps every
     status, so each write is checked (paramiko's own pipelined writes drop theirs).
+
+    Small requests are also held back and sent together, just before an answer is
+    awaited: paramiko sends each request as its own SSH packet (encrypted, MACed and
+    written to the socket one by one), and the opens, closes and stats of a batch fit
+    in a few. Use as a context manager: it takes over the client's writes meanwhile.
     """
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self._sftp: Any = sftp  # the private request API is not in the stubs
         self._got: dict[int, tuple[int, paramiko.Message]] = {}
+        self._held: list[bytes] = []
+        self._held_size = 0
+
+    def __enter__(self) -> _Replies:
+        self._sftp._write_all = self._hold  # paramiko's _send_packet writes through it
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self._sftp._write_all  # paramiko's own method again
+        self._held.clear()  # requests never sent are dropped with the error that stopped them
+
+    def _hold(self, out: bytes) -> None:
+        if len(out) >= COALESCE_BYTES:  # a write's data: no copy into the batch
+            self.flush()
+            self._sftp.sock.sendall(out)
+            return
+        self._held.append(out)
+        self._held_size += len(out)
+        if self._held_size >= COALESCE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            out = b"".join(self._held)
+            self._held.clear()
+            self._held_size = 0
+            self._sftp.sock.sendall(out)
 
     def send(self, kind: int, *args: Any) -> int:
         return int(self._sftp._async_request(self, kind, *args))
@@ -542,6 +576,7 @@ class _Replies:
 
     def wait(self, num: int) -> tuple[int, paramiko.Message]:
         """The answer to request `num`; OSError (as paramiko raises) for an error status."""
+        self.flush()
         while num not in self._got:
             self._sftp._read_response()
         kind, msg = self._got.pop(num)
@@ -858,54 +893,55 @@ class SftpChannel:
         with self._lock:
             sftp = self._client()
             started = time.monotonic()
-            replies = _Replies(sftp)
             names = ", ".join(remote for _, remote in items)
             handles: list[bytes] = []
             closed = False
-            try:
-                with self._remote("put", names):
-                    opens = [
-                        replies.send(CMD_OPEN, replies.path(remote),
-                                     SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC,
-                                     SFTPAttributes())
-                        for _, remote in items
-                    ]
-                    failure: BaseException | None = None
-                    for num, (_, remote) in zip(opens, items, strict=True):
-                        try:
-                            handles.append(replies.wait_handle(num))
-                        except OSError as exc:  # keep reading: the other opens answer too
-                            if isinstance(exc, TimeoutError) or not self.is_connected:
-                                raise
-                            failure = failure or self._map_error("put", remote, exc)
-                    if failure is not None:
-                        raise failure
-                writes: list[tuple[str, deque[int]]] = []
-                sizes = []
-                for handle, (source, remote) in zip(handles, items, strict=True):
-                    in_flight: deque[int] = deque()
-                    writes.append((remote, in_flight))
-                    sizes.append(self._write(sftp, replies, handle, source, remote, in_flight))
-                with self._remote("put", names):
-                    # close and stat go out behind the last writes: the server answers in
-                    # order, so this costs one round trip for all of them
-                    closes = [replies.send(CMD_CLOSE, handle) for handle in handles]
-                    # An empty file (a GO) is whole once closed, and the platform may
-                    # take a GO at once: a stat could find it gone. Others are checked.
-                    stats = {i: replies.send(CMD_STAT, replies.path(items[i][1]))
-                             for i, written in enumerate(sizes) if written}
-                    for remote, in_flight in writes:
-                        while in_flight:
-                            self._checked(replies, in_flight.popleft(), remote)
-                    for num, (_, remote) in zip(closes, items, strict=True):
-                        self._checked(replies, num, remote)
-                    closed = True
-                    remote_sizes = {i: replies.wait_size(num) for i, num in stats.items()}
-            finally:
-                if handles and not closed:
-                    with contextlib.suppress(Exception):  # the first error is the one to raise
-                        for handle in handles:
-                            replies.send(CMD_CLOSE, handle)
+            with _Replies(sftp) as replies:
+                try:
+                    with self._remote("put", names):
+                        opens = [
+                            replies.send(CMD_OPEN, replies.path(remote),
+                                         SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC,
+                                         SFTPAttributes())
+                            for _, remote in items
+                        ]
+                        failure: BaseException | None = None
+                        for num, (_, remote) in zip(opens, items, strict=True):
+                            try:
+                                handles.append(replies.wait_handle(num))
+                            except OSError as exc:  # keep reading: the other opens answer too
+                                if isinstance(exc, TimeoutError) or not self.is_connected:
+                                    raise
+                                failure = failure or self._map_error("put", remote, exc)
+                        if failure is not None:
+                            raise failure
+                    writes: list[tuple[str, deque[int]]] = []
+                    sizes = []
+                    for handle, (source, remote) in zip(handles, items, strict=True):
+                        in_flight: deque[int] = deque()
+                        writes.append((remote, in_flight))
+                        sizes.append(self._write(sftp, replies, handle, source, remote, in_flight))
+                    with self._remote("put", names):
+                        # close and stat go out behind the last writes: the server answers in
+                        # order, so this costs one round trip for all of them
+                        closes = [replies.send(CMD_CLOSE, handle) for handle in handles]
+                        # An empty file (a GO) is whole once closed, and the platform may
+                        # take a GO at once: a stat could find it gone. Others are checked.
+                        stats = {i: replies.send(CMD_STAT, replies.path(items[i][1]))
+                                 for i, written in enumerate(sizes) if written}
+                        for remote, in_flight in writes:
+                            while in_flight:
+                                self._checked(replies, in_flight.popleft(), remote)
+                        for num, (_, remote) in zip(closes, items, strict=True):
+                            self._checked(replies, num, remote)
+                        closed = True
+                        remote_sizes = {i: replies.wait_size(num) for i, num in stats.items()}
+                finally:
+                    if handles and not closed:
+                        with contextlib.suppress(Exception):  # the first error is the one to raise
+                            for handle in handles:
+                                replies.send(CMD_CLOSE, handle)
+                            replies.flush()
             for i, held in remote_sizes.items():
                 if held != sizes[i]:
                     raise TransportError(
