@@ -176,7 +176,7 @@ def test_parser_itself_is_safe_without_the_prolog_scan(
 ) -> None:
     """Defence in depth: with the DOCTYPE pre-scan switched off, the hardened parser
     still loads nothing, expands nothing, and the tree check still refuses the file."""
-    monkeypatch.setattr(xmlcheck, "_scan_prolog", lambda data, start: None)
+    monkeypatch.setattr(xmlcheck, "_scan_prolog", lambda data, start: start)
     data = hostile[name].read_bytes()
     outcome, elapsed, opened = _timed_check(
         lambda: parse_hardened(data), canary_path(hostile_dir), listener
