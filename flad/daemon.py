@@ -167,6 +167,7 @@ class ChannelWorker(threading.Thread):
                     self.stop.wait(5.0)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self.pipeline.close()
             self.transport.close()
 
     def _loop(self) -> None:

@@ -13,6 +13,7 @@ import datetime
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from flad.transport import RemotePermissionDenied, SftpChannel
 
 ENV_LETTER = {"test": "T", "production": "R"}
 REMOTE_IN = {"test": "INTEST", "production": "IN"}
+#: Files at least this big are signed while they are checked, not after.
+SIGN_BESIDE_CHECK_BYTES = 4 * 1024 * 1024
 
 
 class Rejected(Exception):
@@ -109,6 +112,7 @@ class ChannelPipeline:
         self.signer = signer
         self.clock = clock
         self.checker = FileChecker(channel)
+        self._signer_thread: ThreadPoolExecutor | None = None
         self.log = logs.get("flad.pipeline").bind(channel=channel.name)
 
     # -- the state machine ---------------------------------------------------------
@@ -149,29 +153,52 @@ class ChannelPipeline:
         """
         log = self.log.bind(submission=sub.id, drop_name=sub.drop_name)
         app = self.channel.application(sub.application)
+        signing_early: Future[bytes] | None = None
         try:
             if app is None:
                 raise Rejected(f"no application {sub.application!r} is configured for this "
                                "channel")
             if data is None:
                 data = self._read_spool(sub, app)
-            warnings = self.checker.check(app, sub.environment, data)
             signed = self.channel.needs_signature(sub.environment)
             if signed and self.signer is None:
                 raise Rejected("this channel has no signing certificate configured, and "
                                f"{sub.environment} files need an FS signature")
+            if signed and len(data) >= SIGN_BESIDE_CHECK_BYTES:
+                # hashing a big file takes a while, and it releases the GIL: sign it
+                # while it is checked (the signature is dropped if the check refuses it)
+                signing_early = self._signing_pool().submit(self._make_fs, data)
+            warnings = self.checker.check(app, sub.environment, data)
         except Rejected as exc:
+            if signing_early is not None:
+                signing_early.cancel()
             self.reject(sub, str(exc))
             return None
         for warning in warnings:
             log.warning("identity_warning", warning=warning)
         fs = None
-        if signed and self.signer is not None:
-            fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
+        if signing_early is not None:
+            fs = signing_early.result()
+        elif signed:
+            fs = self._make_fs(data)
+        if fs is not None:
             # not synced: the upload takes it from memory, and `_ensure_fs` checks it
             # before any later use (a machine crash may leave it torn)
             durable.write_file(self._fs_path(sub), fs, 0o600, sync=False)
         return Checked(sub, app, data, fs)
+
+    def close(self) -> None:
+        if self._signer_thread is not None:
+            self._signer_thread.shutdown(wait=False, cancel_futures=True)
+
+    def _make_fs(self, data: bytes) -> bytes:
+        assert self.signer is not None
+        return signing.make_fs(data, self.signer, self.channel.fs_line_format)
+
+    def _signing_pool(self) -> ThreadPoolExecutor:
+        if self._signer_thread is None:
+            self._signer_thread = ThreadPoolExecutor(1, thread_name_prefix="sign")
+        return self._signer_thread
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
         path = Path(sub.spool_path)
