@@ -39,6 +39,8 @@ MAX_AHEAD = 64
 #: two round trips for the whole batch instead of per file. Bounds the wait for a GO.
 BATCH_FILES = 32
 BATCH_BYTES = 32 * 1024 * 1024
+#: Numbered submissions read from the journal per turn of the worker's loop.
+READ_AHEAD = 4 * BATCH_FILES
 _CACHE_LIMIT_BYTES = 256 * 1024 * 1024
 #: Content of numbered submissions kept in memory for their upload (else read again).
 _READY_LIMIT_BYTES = 96 * 1024 * 1024
@@ -179,17 +181,20 @@ class ChannelWorker(threading.Thread):
                 self._sleep(min(5.0, self.failed_until - time.monotonic()))
                 continue
             self._number_checked()
-            subs = self.journal.open_submissions(self.channel.name)
+            open_now = self.journal.open_states(self.channel.name)
             if self.once:
-                if not subs:  # everything sent: fetch the replies once, and stop
+                if not open_now:  # everything sent: fetch the replies once, and stop
                     self._poll_replies()
                     return
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
             self.refill()
-            ready = [s for s in subs if s.state != journal.RECEIVED]
+            # only the rows about to be uploaded are read whole: a burst leaves hundreds
+            # of files open, and this loop runs after every check
+            ready = self.journal.get_many(
+                [i for i, state in open_now if state != journal.RECEIVED][:READ_AHEAD])
             if not ready:
-                ids = [s.id for s in subs]
+                ids = [i for i, _ in open_now]
                 with self._flight_lock:
                     busy = bool(self._in_flight)
                 if self.once and ids and ids == previous and not busy:

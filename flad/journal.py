@@ -303,14 +303,14 @@ class Journal:
                                    (spool_path,)).fetchone()
         return Submission(**dict(row)) if row else None
 
-    def open_submissions(self, channel: str) -> list[Submission]:
-        """Work left for a channel, oldest first."""
+    def open_states(self, channel: str) -> list[tuple[int, str]]:
+        """(id, state) of a channel's open submissions, oldest first: cheap to poll."""
         marks = ",".join("?" * len(OPEN_STATES))
         with self._reading() as db:
             rows = db.execute(
-                f"SELECT * FROM submission WHERE channel = ? AND state IN ({marks})"
+                f"SELECT id, state FROM submission WHERE channel = ? AND state IN ({marks})"
                 " ORDER BY id", (channel, *OPEN_STATES)).fetchall()
-        return [Submission(**dict(r)) for r in rows]
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     def received_ids(self, channel: str, limit: int) -> list[int]:
         """The oldest submissions of a channel waiting to be checked (ids only: cheap)."""
