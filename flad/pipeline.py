@@ -19,15 +19,16 @@ from pathlib import Path
 
 from lxml import etree
 
-from flad import durable, faults, identity, journal, logs, outbox, signing, xmlcheck
+from flad import durable, faults, identity, journal, logs, memory, outbox, signing, xmlcheck
 from flad.config import ApplicationConfig, ChannelConfig, DaemonConfig
 from flad.journal import Journal, Submission
 from flad.transport import RemotePermissionDenied, SftpChannel
 
 ENV_LETTER = {"test": "T", "production": "R"}
 REMOTE_IN = {"test": "INTEST", "production": "IN"}
-#: Files at least this big are signed while they are checked, not after.
-SIGN_BESIDE_CHECK_BYTES = 4 * 1024 * 1024
+#: Files at least this big are signed while they are checked, not after, and the
+#: memory of their XML tree is handed back to the system once checked.
+BIG_FILE_BYTES = 4 * 1024 * 1024
 
 
 class Rejected(Exception):
@@ -164,11 +165,15 @@ class ChannelPipeline:
             if signed and self.signer is None:
                 raise Rejected("this channel has no signing certificate configured, and "
                                f"{sub.environment} files need an FS signature")
-            if signed and len(data) >= SIGN_BESIDE_CHECK_BYTES:
+            if signed and len(data) >= BIG_FILE_BYTES:
                 # hashing a big file takes a while, and it releases the GIL: sign it
                 # while it is checked (the signature is dropped if the check refuses it)
                 signing_early = self._signing_pool().submit(self._make_fs, data)
-            warnings = self.checker.check(app, sub.environment, data)
+            try:
+                warnings = self.checker.check(app, sub.environment, data)
+            finally:
+                if len(data) >= BIG_FILE_BYTES:
+                    memory.release_free_memory()  # the big file's XML tree is gone
         except Rejected as exc:
             if signing_early is not None:
                 signing_early.cancel()
