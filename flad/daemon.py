@@ -35,6 +35,7 @@ PREPARE_WORKERS = 2
 #: At most this many files of a channel checked ahead of the uploads, in the pool or
 #: waiting for their number (each may hold its content in memory).
 MAX_AHEAD = 64
+AHEAD_BYTES = 64 * 1024 * 1024
 #: Prepared submissions uploaded together at most: one journal transaction per step and
 #: two round trips for the whole batch instead of per file. Bounds the wait for a GO.
 BATCH_FILES = 32
@@ -149,7 +150,7 @@ class ChannelWorker(threading.Thread):
         self._pool = ThreadPoolExecutor(PREPARE_WORKERS,
                                         thread_name_prefix=f"prepare-{channel.name}")
         # received submissions handed to the pool, until the worker has numbered them
-        self._in_flight: set[int] = set()
+        self._in_flight: dict[int, int] = {}  # id -> size
         self._checked: list[Checked] = []
         self._flight_lock = threading.Lock()
         self.ready = DataCache(limit=_READY_LIMIT_BYTES)
@@ -221,24 +222,27 @@ class ChannelWorker(threading.Thread):
         if self.stop.is_set():
             return
         with self._flight_lock:
-            room = MAX_AHEAD - len(self._in_flight)
-            if room <= 0:
+            if self._ahead_full():
                 return  # enough checked ahead: no need to read the journal
-            busy = len(self._in_flight)
         # the oldest few are enough: those in flight, and as many more as may join them
-        for sub_id in self.journal.received_ids(self.channel.name, busy + room):
+        for sub_id, size in self.journal.received_sizes(self.channel.name, MAX_AHEAD):
             with self._flight_lock:
-                if len(self._in_flight) >= MAX_AHEAD:
+                if self._ahead_full():
                     return
                 if sub_id in self._in_flight:
                     continue
-                self._in_flight.add(sub_id)
+                self._in_flight[sub_id] = size
             try:
                 self._pool.submit(self._check, sub_id, self.cache.take(sub_id).data)
             except RuntimeError:  # the pool is shutting down: the next start does it
                 with self._flight_lock:
-                    self._in_flight.discard(sub_id)
+                    self._in_flight.pop(sub_id, None)
                 return
+
+    def _ahead_full(self) -> bool:
+        """Whether the pool holds enough: in files, and in bytes (each holds its content)."""
+        return bool(self._in_flight) and (len(self._in_flight) >= MAX_AHEAD
+                                          or sum(self._in_flight.values()) >= AHEAD_BYTES)
 
     def _check(self, sub_id: int, data: bytes | None) -> None:
         """In the pool: check and sign one file; the worker numbers it next."""
@@ -254,7 +258,7 @@ class ChannelWorker(threading.Thread):
                 if checked is not None:
                     self._checked.append(checked)
                 else:
-                    self._in_flight.discard(sub_id)
+                    self._in_flight.pop(sub_id, None)
             self.wake.set()
             with contextlib.suppress(Exception):
                 self.refill()
@@ -275,10 +279,14 @@ class ChannelWorker(threading.Thread):
             try:
                 prepared = self.pipeline.prepare_many(checked)
             except Exception:  # find the file that breaks it, and fail only that one
-                if len(checked) == 1:
-                    raise
                 prepared = []
                 for one in checked:
+                    now = self.journal.get(one.sub.id)  # the batch may have been committed
+                    if now is not None and now.state == journal.PREPARED:
+                        prepared.append(now)
+                        continue
+                    if now is None or now.state != journal.RECEIVED:
+                        continue
                     try:
                         prepared += self.pipeline.prepare_many([one])
                     except Exception as exc:
@@ -286,11 +294,10 @@ class ChannelWorker(threading.Thread):
             by_id = {c.sub.id: c for c in checked}
             for sub in prepared:
                 self.ready.put(sub.id, by_id[sub.id].data, by_id[sub.id].fs)
-        except Exception as exc:
-            self._fail(checked[0].sub.id, exc)
         finally:
             with self._flight_lock:
-                self._in_flight.difference_update(c.sub.id for c in checked)
+                for c in checked:
+                    self._in_flight.pop(c.sub.id, None)
             self.refill()
 
     def _poll_replies(self) -> None:
@@ -311,15 +318,19 @@ class ChannelWorker(threading.Thread):
             fresh = [s for s in self.journal.get_many([s.id for s in subs])
                      if s.state in (journal.PREPARED, journal.UPLOADING)]
             try:
-                self.pipeline.upload_many(fresh, contents)
+                self.pipeline.upload_many(fresh, contents, stopping=self.stop.is_set)
             except (TransportError, Stopping, OutOfTime):
                 raise
             except Exception as exc:  # a bug met by one file: find it, fail only it
                 broke.append(exc)
 
-        if not self._guarded(step, None):
-            for sub_id, content in contents.items():  # kept for the next attempt
-                self.ready.put(sub_id, content.data, content.fs)
+        if not self._guarded(step, None, [s.id for s in subs]):
+            now = self.journal.get_many([s.id for s in subs])
+            for sub in now:  # the content of those still to send is kept for next time
+                if sub.state in (journal.PREPARED, journal.UPLOADING):
+                    content = contents[sub.id]
+                    self.ready.put(sub.id, content.data, content.fs)
+            self._archive([s.id for s in now if s.state == journal.SENT])
             return False
         if broke:
             for sub in subs:
@@ -349,9 +360,17 @@ class ChannelWorker(threading.Thread):
 
         return self._guarded(step, sub)
 
-    def _guarded(self, fn: Callable[[], Any], sub: journal.Submission | None) -> bool:
-        """Run one step with retries; False when the channel cannot go on for now."""
+    def _guarded(self, fn: Callable[[], Any], sub: journal.Submission | None,
+                 batch: Sequence[int] = ()) -> bool:
+        """Run one step with retries; False when the channel cannot go on for now.
+
+        `batch`: the submissions a batch step works on, which get its transport error
+        (for `flad status`) as a single `sub` does.
+        """
         sub_id = sub.id if sub is not None else None
+        which: dict[str, Any] = ({"submission": sub_id} if sub_id is not None
+                                 else {"submissions": list(batch)} if batch else {})
+        noted = [sub_id] if sub_id is not None else list(batch)
         try:
             self._retrying(fn)
         except PermanentTransportError as exc:
@@ -359,24 +378,24 @@ class ChannelWorker(threading.Thread):
             self.failed_until = time.monotonic() + minutes * 60
             self.journal.set_channel_state(self.channel.name, "failed", error=str(exc),
                                            next_attempt=time.time() + minutes * 60)
-            if sub_id is not None:
-                self.journal.note_error(sub_id, str(exc))
-            self.log.error("channel_failed", error=str(exc), submission=sub_id,
-                           retry_in_minutes=minutes)
+            for one in noted:
+                self.journal.note_error(one, str(exc))
+            self.log.error("channel_failed", error=str(exc), retry_in_minutes=minutes,
+                           **which)
             return False
         except OutOfTime as exc:
             self.gave_up = True
-            self.log.error("channel_gave_up", error=str(exc), submission=sub_id)
+            self.log.error("channel_gave_up", error=str(exc), **which)
             return False
         except TransportError as exc:  # only when the retry loop was stopped
-            if sub_id is not None:
-                self.journal.note_error(sub_id, str(exc))
+            for one in noted:
+                self.journal.note_error(one, str(exc))
             return False
         except Stopping:
             raise
         except Exception as exc:
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.log.exception("step_failed", submission=sub_id, error=reason)
+            self.log.exception("step_failed", error=reason, **which)
             if sub_id is not None:
                 self.journal.mark_failed(sub_id, " ".join(reason.split()))
             return True
@@ -415,7 +434,10 @@ class ChannelWorker(threading.Thread):
         """Wait before a retry; files checked meanwhile still get their number."""
         end = time.monotonic() + seconds
         while not self.stop.is_set():
-            self._number_checked()
+            try:
+                self._number_checked()
+            except Exception:  # never let it fail the step whose retry is waiting
+                self.log.exception("numbering_failed")
             left = end - time.monotonic()
             if left <= 0:
                 return
@@ -516,7 +538,14 @@ class Service:
                 self.log.error("recovery_failed", channel=sub.channel, submission=sub.id,
                                error=str(exc))
 
-    def _stop_generation(self) -> None:
+    def _stop_generation(self, *, wait_all: bool = False) -> None:
+        """Stop the watcher and the workers of the running configuration.
+
+        With `wait_all` (a reload) every worker is waited for, however long its step
+        takes (each SFTP request has its timeout): a new worker must never work on a
+        channel while the old one still uploads there. When the service stops, the
+        process ends after the grace period anyway.
+        """
         self._generation_stop.set()
         if self.watcher is not None:
             self.watcher.stop_watching()
@@ -524,6 +553,10 @@ class Service:
         for worker in self.workers.values():
             worker.wake.set()
             worker.join(max(0.1, deadline - time.monotonic()))
+            while wait_all and worker.is_alive():
+                self.log.warning("reload_waiting", channel=worker.channel.name,
+                                 reason="a step of the old configuration is still running")
+                worker.join(STOP_GRACE_SECONDS)
         if self._watch_thread is not None:
             self._watch_thread.join(max(0.1, deadline - time.monotonic()))
 
@@ -596,7 +629,7 @@ class Service:
             self.log.error("reload_refused", error=str(exc))
             return
         sdnotify.notify("RELOADING=1")
-        self._stop_generation()
+        self._stop_generation(wait_all=True)
         self.config = new
         self._start(new)
         sdnotify.notify("READY=1")

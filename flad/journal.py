@@ -312,13 +312,13 @@ class Journal:
                 " ORDER BY id", (channel, *OPEN_STATES)).fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
-    def received_ids(self, channel: str, limit: int) -> list[int]:
-        """The oldest submissions of a channel waiting to be checked (ids only: cheap)."""
+    def received_sizes(self, channel: str, limit: int) -> list[tuple[int, int]]:
+        """(id, size) of the oldest submissions of a channel waiting to be checked."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT id FROM submission WHERE channel = ? AND state = ? ORDER BY id"
+                "SELECT id, size FROM submission WHERE channel = ? AND state = ? ORDER BY id"
                 " LIMIT ?", (channel, RECEIVED, int(limit))).fetchall()
-        return [int(r[0]) for r in rows]
+        return [(int(r[0]), int(r[1])) for r in rows]
 
     def submissions(self, *, channel: str | None = None, states: Sequence[str] = (),
              since: float | None = None, limit: int | None = None) -> list[Submission]:
@@ -380,8 +380,17 @@ class Journal:
     def mark_rejected(self, sub_id: int, reason: str, rejected_path: str) -> None:
         self._set(sub_id, REJECTED, reason, error=reason, rejected_path=rejected_path)
 
-    def mark_failed(self, sub_id: int, reason: str) -> None:
-        self._set(sub_id, FAILED, reason, error=reason)
+    def mark_failed(self, sub_id: int, reason: str) -> bool:
+        """Fail an open submission; False (and nothing changed) if it is no longer open.
+
+        A submission already sent (or refused, or failed) keeps its state: an error met
+        after its GO must not make `flad resend` send it again.
+        """
+        try:
+            self._set(sub_id, FAILED, reason, expect=OPEN_STATES, error=reason)
+        except ValueError:
+            return False
+        return True
 
     def note_error(self, sub_id: int, error: str | None) -> None:
         """Last transient error of an open submission (shown by `flad status`)."""
@@ -410,7 +419,7 @@ class Journal:
         The duplicate check runs inside the same transaction as the numbering, so two
         copies of one content checked side by side cannot both be given a name: the
         second finds the first, already `prepared`. A submission marked `force_send`
-        skips the check (`flad resend --force`).
+        (put back by `flad resend`) skips the check.
         """
         outcomes: list[Prepared] = []
         since = self._clock() - duplicate_window_days * 86400

@@ -113,7 +113,8 @@ class ChannelPipeline:
         self.signer = signer
         self.clock = clock
         self.checker = FileChecker(channel)
-        self._signer_thread: ThreadPoolExecutor | None = None
+        # big files are signed here while the pool's thread checks them
+        self._signer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sign-{channel.name}")
         self.log = logs.get("flad.pipeline").bind(channel=channel.name)
 
     # -- the state machine ---------------------------------------------------------
@@ -149,8 +150,9 @@ class ChannelPipeline:
         """Check and sign one received file; None when it was refused (with its reason).
 
         Runs in the prepare pool, beside the uploads. The signature is made here and
-        written next to the spooled file, durably, before the journal gives the file a
-        number: the numbering is the worker's, for many files in one transaction.
+        written next to the spooled file (not synced: `_ensure_fs` verifies it before
+        any reuse) before the journal gives the file a number: the numbering is the
+        worker's, for many files in one transaction.
         """
         log = self.log.bind(submission=sub.id, drop_name=sub.drop_name)
         app = self.channel.application(sub.application)
@@ -168,17 +170,21 @@ class ChannelPipeline:
             if signed and len(data) >= BIG_FILE_BYTES:
                 # hashing a big file takes a while, and it releases the GIL: sign it
                 # while it is checked (the signature is dropped if the check refuses it)
-                signing_early = self._signing_pool().submit(self._make_fs, data)
-            try:
-                warnings = self.checker.check(app, sub.environment, data)
-            finally:
-                if len(data) >= BIG_FILE_BYTES:
-                    memory.release_free_memory()  # the big file's XML tree is gone
+                signing_early = self._signer_thread.submit(self._make_fs, data)
+            warnings = self.checker.check(app, sub.environment, data)
         except Rejected as exc:
+            refusal: str | None = str(exc)
+        else:
+            refusal = None
+        # the exception (and its traceback, which held the XML tree) is gone by now
+        if data is not None and len(data) >= BIG_FILE_BYTES:
+            memory.release_free_memory()
+        if refusal is not None:
             if signing_early is not None:
                 signing_early.cancel()
-            self.reject(sub, str(exc))
+            self.reject(sub, refusal)
             return None
+        assert app is not None and data is not None  # else refused above
         for warning in warnings:
             log.warning("identity_warning", warning=warning)
         fs = None
@@ -193,17 +199,11 @@ class ChannelPipeline:
         return Checked(sub, app, data, fs)
 
     def close(self) -> None:
-        if self._signer_thread is not None:
-            self._signer_thread.shutdown(wait=False, cancel_futures=True)
+        self._signer_thread.shutdown(wait=False, cancel_futures=True)
 
     def _make_fs(self, data: bytes) -> bytes:
         assert self.signer is not None
         return signing.make_fs(data, self.signer, self.channel.fs_line_format)
-
-    def _signing_pool(self) -> ThreadPoolExecutor:
-        if self._signer_thread is None:
-            self._signer_thread = ThreadPoolExecutor(1, thread_name_prefix="sign")
-        return self._signer_thread
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
         path = Path(sub.spool_path)
@@ -263,26 +263,32 @@ class ChannelPipeline:
     def _ensure_fs(self, sub: Submission, data: bytes | None) -> bytes:
         """The FS kept in the spool if it still signs the FI, else made again.
 
-        Only used when the FS is not in memory (after a restart): the spooled one was
-        written without a sync, so it is verified before it is trusted.
+        Used when the FS is not in memory (after a restart, or when the memory for
+        contents was full): the spooled one was written without a sync, so it is
+        verified before it is trusted. Without a signer (signing removed from the
+        configuration since), the spooled one is all there is.
         """
-        assert self.signer is not None
         path = self._fs_path(sub)
         if data is None:
             data = Path(sub.spool_path).read_bytes()
         try:
             fs = path.read_bytes()
-            signing.verify_fs(data, fs, certificate=self.signer.certificate)
+            signing.verify_fs(data, fs, certificate=(
+                self.signer.certificate if self.signer is not None else None))
             return fs
-        except (FileNotFoundError, signing.SignatureInvalid):
-            pass
+        except (FileNotFoundError, signing.SignatureInvalid) as exc:
+            if self.signer is None:
+                raise signing.SigningError(
+                    f"{sub.fs_name}: no valid signature kept in the spool ({exc}) and no "
+                    "signing certificate configured any more") from None
         fs = signing.make_fs(data, self.signer, self.channel.fs_line_format)
         durable.write_file(path, fs, 0o600, sync=False)
         self.log.info("signature_made_again", submission=sub.id, fs_name=sub.fs_name)
         return fs
 
     def upload_many(self, subs: Sequence[Submission],
-                    contents: Mapping[int, Content] | None = None) -> None:
+                    contents: Mapping[int, Content] | None = None, *,
+                    stopping: Callable[[], bool] = lambda: False) -> None:
         """Upload prepared submissions together: their FI and FS, then their GOs.
 
         One journal transaction marks them all `data`, one pipelined round sends every
@@ -321,9 +327,9 @@ class ChannelPipeline:
                         sub, content.data)
                     files.append((fs, f"{folder}/{sub.fs_name}"))
                 size += sub.size
-            which = {"submission": ids[0]} if len(ids) == 1 else {"submissions": ids}
-            self.log.info("upload_started", files=len(todo), size=size,
-                          fi_name=todo[0].fi_name, **which)
+            for sub in todo:
+                self.log.info("upload_started", submission=sub.id, fi_name=sub.fi_name,
+                              size=sub.size, batch=len(todo), batch_bytes=size)
             for _ in todo:  # the crash points count submissions, batch or not
                 faults.point("before_fi")
             # FI and FS travel together (one round trip for all of them); the GOs only
@@ -331,6 +337,9 @@ class ChannelPipeline:
             self.transport.put_files(files)
             for _ in todo:
                 faults.point("before_go")
+            if stopping():  # safe to leave them in `data`: the next start sends FI and FS again
+                self.log.info("upload_interrupted", submissions=ids, reason="stopping")
+                return
             self.journal.mark_uploading_many(ids, "go")
             self.transport.put_files(
                 [(b"", f"{REMOTE_IN[sub.environment]}/{sub.go_name}") for sub in todo])
@@ -377,9 +386,10 @@ class ChannelPipeline:
         # Not synced file by file: the journal already says `sent`, and a move lost in a
         # crash leaves the file in the spool, where start-up archives it again.
         fs = self._fs_path(sub)
-        if sub.fs_name and (fs.exists() or recovering) and self.signer is not None:
-            if recovering:  # the FS was never synced: keep one that surely signs the FI
-                self._ensure_fs(sub, None)
+        if sub.fs_name and recovering and self.signer is not None:
+            # the FS was never synced: keep one that surely signs the FI
+            self._ensure_fs(sub, None)
+        if sub.fs_name and fs.exists():
             durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
         durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
 

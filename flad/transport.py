@@ -542,6 +542,9 @@ class _Replies:
         self._got: dict[int, tuple[int, paramiko.Message]] = {}
         self._held: list[bytes] = []
         self._held_size = 0
+        # paramiko's prefetch thread of an abandoned download may still send through
+        # the client while we hold its writes: never lose or repeat a request
+        self._held_lock = threading.Lock()
 
     def __enter__(self) -> _Replies:
         self._sftp._write_all = self._hold  # paramiko's _send_packet writes through it
@@ -552,16 +555,21 @@ class _Replies:
         self._held.clear()  # requests never sent are dropped with the error that stopped them
 
     def _hold(self, out: bytes) -> None:
-        if len(out) >= COALESCE_BYTES:  # a write's data: no copy into the batch
-            self.flush()
-            self._sftp.sock.sendall(out)
-            return
-        self._held.append(out)
-        self._held_size += len(out)
-        if self._held_size >= COALESCE_BYTES:
-            self.flush()
+        with self._held_lock:
+            if len(out) >= COALESCE_BYTES:  # a write's data: no copy into the batch
+                self._flush_held()
+                self._sftp.sock.sendall(out)
+                return
+            self._held.append(out)
+            self._held_size += len(out)
+            if self._held_size >= COALESCE_BYTES:
+                self._flush_held()
 
     def flush(self) -> None:
+        with self._held_lock:
+            self._flush_held()
+
+    def _flush_held(self) -> None:
         if self._held:
             out = b"".join(self._held)
             self._held.clear()
@@ -900,9 +908,10 @@ class SftpChannel:
     def put_files(self, items: Sequence[tuple[_PutSource, str]]) -> list[int]:
         """Upload several files (local paths or bytes) together; return their sizes.
 
-        Each is written whole and its remote size checked before this returns, as with
-        `put_file`; together they cost two round trips instead of two each: every file
-        is opened at once, then written, then closed and checked at once. Nothing is
+        Each is written whole and (unless empty: a GO may be taken by the platform as
+        soon as it is closed) its remote size checked before this returns; together
+        they cost two round trips instead of two each: every file is opened at once,
+        then written, then closed and checked at once. Nothing is
         promised about the order in which the server sees them complete: upload the
         files that must come last (a GO) in a later call.
         """
