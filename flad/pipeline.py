@@ -306,6 +306,7 @@ class ChannelPipeline:
                     and self._go_already_sent(sub, REMOTE_IN[sub.environment])):
                 self.log.info("go_resolved_from_server", submission=sub.id,
                               fi_name=sub.fi_name, go_name=sub.go_name)
+                self._keep_whole_fs(sub)
                 self.journal.mark_sent(sub.id)
             else:
                 todo.append(sub)
@@ -362,6 +363,17 @@ class ChannelPipeline:
             self.log.info("go_sent", submission=sub.id, fi_name=sub.fi_name,
                           go_name=sub.go_name, fs_name=sub.fs_name, batch=len(todo),
                           duration_ms=duration)
+
+    def _keep_whole_fs(self, sub: Submission) -> None:
+        """Before a submission sent before a crash is archived: its spooled FS was never
+        synced, so make sure the one kept signs the FI (a torn one is made again)."""
+        if not sub.fs_name or self.signer is None:
+            return
+        try:
+            self._ensure_fs(sub, None)
+        except (OSError, signing.SigningError) as exc:  # the GO is out: archive anyway
+            self.log.error("signature_check_failed", submission=sub.id,
+                           fs_name=sub.fs_name, error=str(exc))
 
     def _go_already_sent(self, sub: Submission, folder: str) -> bool:
         """After a crash during the GO step: did the GO reach the server?
