@@ -340,20 +340,6 @@ class Journal:
             rows = db.execute(sql, args).fetchall()
         return [Submission(**dict(r)) for r in rows]
 
-    def find_duplicate(self, sub: Submission, window_days: int) -> Submission | None:
-        """The earlier submission of the same content on the same channel, app and env."""
-        if window_days <= 0 or not sub.sha256:
-            return None
-        marks = ",".join("?" * len(SENT_STATES))
-        with self._reading() as db:
-            row = db.execute(
-                "SELECT * FROM submission WHERE channel = ? AND application = ?"
-                " AND environment = ? AND sha256 = ? AND id != ?"
-                f" AND state IN ({marks}) AND received_at >= ? ORDER BY id LIMIT 1",
-                (sub.channel, sub.application, sub.environment, sub.sha256, sub.id,
-                 *SENT_STATES, self._clock() - window_days * 86400)).fetchone()
-        return Submission(**dict(row)) if row else None
-
     def _set(self, sub_id: int, state: str, detail: str | None = None,
              expect: Sequence[str] = (), **fields: Any) -> None:
         self._set_many((sub_id,), state, detail, expect, **fields)

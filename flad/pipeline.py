@@ -95,10 +95,6 @@ class Checked:
     data: bytes
     fs: bytes | None
 
-    @property
-    def content(self) -> Content:
-        return Content(self.data, self.fs)
-
 
 class ChannelPipeline:
     """The steps of one channel; a worker calls `advance` until nothing is open."""

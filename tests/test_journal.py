@@ -261,52 +261,7 @@ def test_events_record_every_state(tmp_path: Path) -> None:
     assert times == sorted(times) and times[0] == 1_770_000_000.0
 
 
-# -- duplicates ------------------------------------------------------------------------
-
-def test_find_duplicate(tmp_path: Path) -> None:
-    clock = Clock()
-    db = Journal(tmp_path / "j.sqlite3", clock=clock)
-    try:
-        first = receive(db, b"same content", name="first.xml")
-        prepare(db, first)
-        sent(db, first)
-        clock.now += 10 * DAY
-
-        again = db.get(receive(db, b"same content", name="again.xml"))
-        assert again is not None
-        found = db.find_duplicate(again, window_days=30)
-        assert found is not None and found.id == first
-
-        other_env = db.get(receive(db, b"same content", environment="production"))
-        other_app = db.get(receive(db, b"same content", application="dmfa"))
-        other_channel = db.get(receive(db, b"same content", channel="secretariat"))
-        other_content = db.get(receive(db, b"other content"))
-        for sub in (other_env, other_app, other_channel, other_content):
-            assert sub is not None
-            assert db.find_duplicate(sub, window_days=30) is None
-        assert db.find_duplicate(again, window_days=0) is None  # 0 turns the check off
-
-        clock.now += 25 * DAY  # 35 days after the first: outside a 30-day window
-        assert db.find_duplicate(again, window_days=30) is None
-        assert db.find_duplicate(again, window_days=40) is not None
-    finally:
-        db.close()
-
-
-def test_find_duplicate_ignores_rejected_and_unsent(db: Journal) -> None:
-    rejected = receive(db, b"same", name="rejected.xml")
-    db.mark_rejected(rejected, "XSD error", "/rejected/rejected.xml")
-    waiting = receive(db, b"same", name="waiting.xml")  # received, never prepared
-    newcomer = db.get(receive(db, b"same", name="new.xml"))
-    assert newcomer is not None
-    assert db.find_duplicate(newcomer, window_days=30) is None
-    # once prepared, its content may have reached the platform: that counts
-    prepare(db, waiting)
-    found = db.find_duplicate(newcomer, window_days=30)
-    assert found is not None and found.id == waiting
-
-
-# -- SQLite settings and readers -------------------------------------------------------
+# -- the database file ------------------------------------------------------------------
 
 def test_wal_and_full_sync(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
