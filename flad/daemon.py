@@ -263,11 +263,14 @@ class ChannelWorker(threading.Thread):
             with contextlib.suppress(Exception):
                 self.refill()
 
-    def _fail(self, sub_id: int, exc: BaseException) -> None:
+    def _fail(self, sub_id: int | None, exc: BaseException, **which: Any) -> None:
+        """A bug met by one step: say it, and fail only its submission (if still open)."""
         reason = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
-        self.log.exception("step_failed", submission=sub_id, error=reason)
-        with contextlib.suppress(Exception):
-            self.journal.mark_failed(sub_id, reason)
+        self.log.exception("step_failed", error=reason,
+                           **(which or {"submission": sub_id}))
+        if sub_id is not None:
+            with contextlib.suppress(Exception):
+                self.journal.mark_failed(sub_id, reason)
 
     def _number_checked(self) -> None:
         """Give every checked file its number, in one journal transaction."""
@@ -394,10 +397,7 @@ class ChannelWorker(threading.Thread):
         except Stopping:
             raise
         except Exception as exc:
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.log.exception("step_failed", error=reason, **which)
-            if sub_id is not None:
-                self.journal.mark_failed(sub_id, " ".join(reason.split()))
+            self._fail(sub_id, exc, **which)
             return True
         if self._attempts:
             self.journal.set_channel_state(self.channel.name, "connected")
@@ -534,7 +534,7 @@ class Service:
                     pipeline.finish_rejection(sub)
                 elif sub.state == journal.SENT:
                     pipeline.archive(sub, recovering=True)
-            except (OSError, signing.SigningError) as exc:
+            except OSError as exc:
                 self.log.error("recovery_failed", channel=sub.channel, submission=sub.id,
                                error=str(exc))
 

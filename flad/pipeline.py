@@ -361,8 +361,9 @@ class ChannelPipeline:
                           duration_ms=duration)
 
     def _keep_whole_fs(self, sub: Submission) -> None:
-        """Before a submission sent before a crash is archived: its spooled FS was never
-        synced, so make sure the one kept signs the FI (a torn one is made again)."""
+        """Before a submission sent before a crash is archived (resolved from the server,
+        or found `sent` at start-up): its spooled FS was never synced, so make sure the
+        one kept signs the FI (a torn one is made again)."""
         if not sub.fs_name or self.signer is None:
             return
         try:
@@ -393,10 +394,9 @@ class ChannelPipeline:
         assert sub.fi_name
         # Not synced file by file: the journal already says `sent`, and a move lost in a
         # crash leaves the file in the spool, where start-up archives it again.
+        if recovering:
+            self._keep_whole_fs(sub)
         fs = self._fs_path(sub)
-        if sub.fs_name and recovering and self.signer is not None:
-            # the FS was never synced: keep one that surely signs the FI
-            self._ensure_fs(sub, None)
         if sub.fs_name and fs.exists():
             durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
         durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
