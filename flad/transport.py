@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import paramiko
 import structlog
@@ -47,21 +46,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from paramiko.pkey import UnknownKeyType
 from paramiko.sftp import (
-    CMD_ATTRS,
     CMD_CLOSE,
-    CMD_HANDLE,
     CMD_OPEN,
     CMD_STAT,
-    CMD_STATUS,
-    CMD_WRITE,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
     SFTPError,
-    int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.ssh_exception import IncompatiblePeer
+
+from flad import sftpwire
 
 __all__ = [
     "AuthenticationFailed",
@@ -84,19 +80,10 @@ __all__ = [
 log = structlog.get_logger("flad.transport")
 
 # Flow control: a large window keeps the pipe full on a long round trip; 32 KiB SFTP
-# requests (the size every server accepts) then fit in one SSH packet each way.
+# answers (the size every server accepts) then fit in one SSH packet each.
 WINDOW_SIZE = 2**27
 MAX_PACKET_SIZE = 2**15 + 2**11
-LOCAL_CHUNK = 1024 * 1024  # read from / write to local files in 1 MiB pieces
 PREFETCH_REQUESTS = 64  # outstanding read requests while downloading
-# Uploads: at most 32 KiB of data per SFTP write (the size every server accepts), and
-# less when that makes the whole request fit in one SSH packet of the server's size:
-# a 32 KiB write plus its header took two SSH packets each, twice the per-packet work.
-MAX_WRITE_DATA = 2**15
-_WRITE_HEADER = 4 + 1 + 4 + 4 + 8 + 4  # length, type, id, handle length, offset, data length
-#: Requests smaller than this are sent together, up to this many bytes at once.
-COALESCE_BYTES = 16 * 1024
-WRITES_IN_FLIGHT = 64  # unacknowledged writes per upload (2 MiB, OpenSSH's window)
 CONNECT_PHASES = 4  # TCP+banner+kex, auth, channel, SFTP start: the watchdog's budget
 
 
@@ -524,112 +511,6 @@ class _Deadlines:
                         self._cond.acquire()
 
 
-class _Replies:
-    """Answers to our own pipelined SFTP requests, in whatever order they come.
-
-    paramiko hands an answer to the object registered with its request when another
-    answer is awaited; reading one answer at a time until ours is there keeps every
-    status, so each write is checked (paramiko's own pipelined writes drop theirs).
-
-    Small requests are also held back and sent together, just before an answer is
-    awaited: paramiko sends each request as its own SSH packet (encrypted, MACed and
-    written to the socket one by one), and the opens, closes and stats of a batch fit
-    in a few. Use as a context manager: it takes over the client's writes meanwhile.
-    """
-
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
-        self._sftp: Any = sftp  # the private request API is not in the stubs
-        self._got: dict[int, tuple[int, paramiko.Message]] = {}
-        self._held: list[bytes] = []
-        self._held_size = 0
-        # paramiko's prefetch thread of an abandoned download may still send through
-        # the client while we hold its writes: never lose or repeat a request
-        self._held_lock = threading.Lock()
-
-    def __enter__(self) -> _Replies:
-        self._sftp._write_all = self._hold  # paramiko's _send_packet writes through it
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self._sftp._write_all  # paramiko's own method again
-        self._held.clear()  # requests never sent are dropped with the error that stopped them
-
-    def _hold(self, out: bytes) -> None:
-        with self._held_lock:
-            if len(out) >= COALESCE_BYTES:  # a write's data: no copy into the batch
-                self._flush_held()
-                self._sftp.sock.sendall(out)
-                return
-            self._held.append(out)
-            self._held_size += len(out)
-            if self._held_size >= COALESCE_BYTES:
-                self._flush_held()
-
-    def flush(self) -> None:
-        with self._held_lock:
-            self._flush_held()
-
-    def _flush_held(self) -> None:
-        if self._held:
-            out = b"".join(self._held)
-            self._held.clear()
-            self._held_size = 0
-            self._sftp.sock.sendall(out)
-
-    def send(self, kind: int, *args: Any) -> int:
-        return int(self._sftp._async_request(self, kind, *args))
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self._got[num] = (kind, msg)  # called by paramiko
-
-    def wait(self, num: int) -> tuple[int, paramiko.Message]:
-        """The answer to request `num`; OSError (as paramiko raises) for an error status."""
-        self.flush()
-        while num not in self._got:
-            self._sftp._read_response()
-        kind, msg = self._got.pop(num)
-        if kind == CMD_STATUS:
-            self._sftp._convert_status(msg)  # raises for anything but OK
-        return kind, msg
-
-    def wait_handle(self, num: int) -> bytes:
-        kind, msg = self.wait(num)
-        if kind != CMD_HANDLE:
-            raise SFTPError("expected a handle")
-        return bytes(msg.get_binary())
-
-    def wait_size(self, num: int) -> int:
-        kind, msg = self.wait(num)
-        if kind != CMD_ATTRS:
-            raise SFTPError("expected attributes")
-        attrs: Any = SFTPAttributes
-        return int(attrs._from_msg(msg).st_size or 0)
-
-    def path(self, remote: str) -> Any:
-        return self._sftp._adjust_cwd(remote)
-
-
-_PutSource = Path | bytes
-
-
-def _chunks(source: _PutSource) -> Iterator[memoryview]:
-    """The content in pieces of LOCAL_CHUNK, without a new buffer for each piece.
-
-    Bytes are cut into views (no copy of a 50 MiB file into 1 MiB pieces); a file is
-    read into one reused buffer. A local read error raises OSError, not a transport
-    error.
-    """
-    if isinstance(source, bytes):
-        whole = memoryview(source)
-        for offset in range(0, len(whole), LOCAL_CHUNK):
-            yield whole[offset:offset + LOCAL_CHUNK]
-        return
-    buffer = bytearray(LOCAL_CHUNK)
-    with source.open("rb", buffering=0) as f:
-        while count := f.readinto(buffer):
-            yield memoryview(buffer)[:count]
-
-
 # -- the channel ------------------------------------------------------------------------
 
 
@@ -647,7 +528,8 @@ class SftpChannel:
         self.connections_opened = 0
         self._where = f"{settings.host}:{settings.port}"
         self._transport: _Transport | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp: sftpwire.Client | None = None
+        self._write_size = sftpwire.BASIC_WRITE_DATA  # data per SFTP write, set at connect
         self._key: paramiko.PKey | None = None
         self._connected_at = 0.0
         self._lock = threading.RLock()
@@ -731,7 +613,9 @@ class SftpChannel:
             )
             channel.settimeout(s.connect_timeout)
             channel.invoke_subsystem("sftp")
-            sftp = paramiko.SFTPClient(channel)
+            sftp = sftpwire.Client(channel)
+            limits = sftpwire.server_limits(sftp)
+            write_size = sftpwire.write_size(limits, int(channel.out_max_packet_size))
             channel.settimeout(s.request_timeout)
             transport.set_keepalive(s.keepalive_seconds)
         except PermanentTransportError:
@@ -749,6 +633,7 @@ class SftpChannel:
         finally:
             watchdog.cancel()
         self._transport, self._sftp = transport, sftp
+        self._write_size = write_size
         self.connections_opened += 1
         self._connected_at = time.monotonic()
         self._log.info(
@@ -756,6 +641,7 @@ class SftpChannel:
             user=s.username,
             duration_ms=round((self._connected_at - started) * 1000),
             host_key=fingerprint(transport.get_remote_server_key()),
+            write_size=write_size,
         )
 
     def _check_host_key(self, transport: paramiko.Transport, known: _KnownKeys) -> None:
@@ -834,7 +720,7 @@ class SftpChannel:
             connected_s=round(time.monotonic() - self._connected_at, 1),
         )
 
-    def _client(self) -> paramiko.SFTPClient:
+    def _client(self) -> sftpwire.Client:
         if self._sftp is None:
             raise TransportError(f"not connected to {self._where}: call connect() first")
         if not self.is_connected:
@@ -905,7 +791,7 @@ class SftpChannel:
         """Upload bytes (an FS signature, an empty GO) to `remote`; return the size."""
         return self.put_files([(data, remote)])[0]
 
-    def put_files(self, items: Sequence[tuple[_PutSource, str]]) -> list[int]:
+    def put_files(self, items: Sequence[tuple[sftpwire.PutSource, str]]) -> list[int]:
         """Upload several files (local paths or bytes) together; return their sizes.
 
         Each is written whole and (unless empty: a GO may be taken by the platform as
@@ -923,7 +809,7 @@ class SftpChannel:
             names = ", ".join(remote for _, remote in items)
             handles: list[bytes] = []
             closed = False
-            with _Replies(sftp) as replies:
+            with sftpwire.Replies(sftp) as replies:
                 try:
                     with self._remote("put", names):
                         opens = [
@@ -947,7 +833,7 @@ class SftpChannel:
                     for handle, (source, remote) in zip(handles, items, strict=True):
                         in_flight: deque[int] = deque()
                         writes.append((remote, in_flight))
-                        sizes.append(self._write(sftp, replies, handle, source, remote, in_flight))
+                        sizes.append(self._write(replies, handle, source, remote, in_flight))
                     with self._remote("put", names):
                         # close and stat go out behind the last writes: the server answers in
                         # order, so this costs one round trip for all of them
@@ -984,7 +870,7 @@ class SftpChannel:
                                last=items[-1][1], bytes=sum(sizes), duration_ms=duration_ms)
             return sizes
 
-    def _checked(self, replies: _Replies, num: int, remote: str) -> None:
+    def _checked(self, replies: sftpwire.Replies, num: int, remote: str) -> None:
         """Wait for the status of request `num`; an error status raises our error."""
         try:
             replies.wait(num)
@@ -993,24 +879,23 @@ class SftpChannel:
                 raise  # `_remote` drops the connection and says so
             raise self._map_error("put", remote, exc) from None
 
-    def _write(self, sftp: paramiko.SFTPClient, replies: _Replies, handle: bytes,
-               source: _PutSource, remote: str, in_flight: deque[int]) -> int:
+    def _write(self, replies: sftpwire.Replies, handle: bytes, source: sftpwire.PutSource,
+               remote: str, in_flight: deque[int]) -> int:
         """Send the content as pipelined writes; return its size.
 
         The numbers of the writes not yet acknowledged are left in `in_flight`, for the
         caller to check after it has sent the close.
         """
-        channel: Any = sftp.sock
-        fits = int(channel.out_max_packet_size) - 64 - _WRITE_HEADER - len(handle)
-        step = max(4096, min(MAX_WRITE_DATA, fits))
+        step = self._write_size
+        most = sftpwire.writes_in_flight(step)
         written = 0
-        for view in _chunks(source):
+        for view in sftpwire.chunks(source):
             with self._remote("put", remote):
                 for offset in range(0, len(view), step):
-                    piece = bytes(view[offset:offset + step])
-                    in_flight.append(replies.send(CMD_WRITE, handle, int64(written), piece))
+                    piece = view[offset:offset + step]
+                    in_flight.append(replies.send_write(handle, written, piece))
                     written += len(piece)
-                    while len(in_flight) > WRITES_IN_FLIGHT:
+                    while len(in_flight) > most:
                         self._checked(replies, in_flight.popleft(), remote)
         return written
 
@@ -1062,7 +947,7 @@ class SftpChannel:
                 with local.open("wb") as dst:
                     while True:
                         with self._remote("get", remote):
-                            chunk = handle.read(LOCAL_CHUNK)
+                            chunk = handle.read(sftpwire.LOCAL_CHUNK)
                         if not chunk:
                             break
                         dst.write(chunk)  # a local write error is not remote
