@@ -163,11 +163,12 @@ class SshServer:
         sftp_log_level: str = "INFO",
         pubkey_accepted_algorithms: str = "+ssh-rsa",
         sftp_server_options: Sequence[str] = (),
+        ciphers: str | None = None,
     ) -> None:
         """`pubkey_accepted_algorithms="ssh-rsa,ssh-ed25519"` mimics the platform, which
         takes RSA user keys only with SHA-1 signatures. `sftp_server_options` go to
         sftp-server: `("-R",)` refuses every write (permission denied), `("-P", "remove")`
-        refuses one request type.
+        refuses one request type. `ciphers` is sshd's `Ciphers` line (its default if None).
         """
         if not SSHD.exists() or not SFTP_SERVER.exists():
             raise SshdMissing(
@@ -195,6 +196,7 @@ class SshServer:
         self._log_level = log_level
         self._sftp_log_level = sftp_log_level
         self._pubkey_algorithms = pubkey_accepted_algorithms
+        self._ciphers = ciphers
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -272,6 +274,7 @@ class SshServer:
                     "X11Forwarding no",
                     "AllowTcpForwarding no",
                     f"Subsystem sftp {self._sftp_wrapper}",
+                    *([f"Ciphers {self._ciphers}"] if self._ciphers else []),
                     "",
                 ]
             )

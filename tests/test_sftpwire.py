@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -100,3 +101,23 @@ def test_write_size_follows_the_limits(limits: Limits | None, expected: int) -> 
 def test_without_limits_a_write_never_exceeds_32_kib() -> None:
     assert write_size(None, 2**20) == sftpwire.BASIC_WRITE_DATA
     assert write_size(None, 1024) == 4096  # a tiny packet size still moves data
+
+
+def test_aes_gcm_is_chosen_when_the_server_offers_it(tmp_path: Path) -> None:
+    """Its tag replaces the HMAC paramiko computes and compares in Python per packet."""
+    with SshServer() as server, SftpChannel(settings_for(server, tmp_path)) as ch:
+        transport: Any = ch._transport
+        assert transport.local_cipher == "aes128-gcm@openssh.com"
+        assert transport.remote_cipher == "aes128-gcm@openssh.com"
+
+
+def test_a_server_without_aes_gcm_gets_aes_ctr(tmp_path: Path) -> None:
+    content = os.urandom(700_000)
+    with (
+        SshServer(ciphers="aes256-ctr,aes128-ctr") as server,
+        SftpChannel(settings_for(server, tmp_path)) as ch,
+    ):
+        transport: Any = ch._transport
+        assert transport.local_cipher == "aes128-ctr"
+        ch.put_bytes(content, "IN/x")
+        assert (server.root / "IN" / "x").read_bytes() == content
