@@ -178,6 +178,8 @@ class Naming:
     application_code: str
     signed: bool
     parts: int = 1
+    #: the content's sha256, when the claim left it to the check ("" otherwise)
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,10 @@ class Journal:
                                  (r.sub_id,)).fetchone()
                 if row is None or row["state"] != RECEIVED:
                     raise ValueError(f"submission {r.sub_id} is not waiting to be prepared")
+                if r.sha256 and not row["sha256"]:  # hashed by the check: journal it first
+                    db.execute("UPDATE submission SET sha256 = ? WHERE id = ?",
+                               (r.sha256, r.sub_id))
+                    row = {**dict(row), "sha256": r.sha256}
                 if duplicate_window_days > 0 and row["sha256"] and not row["force_send"]:
                     earlier = db.execute(
                         "SELECT * FROM submission WHERE channel = ? AND application = ?"

@@ -45,6 +45,9 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
 #: Sub-folders of an outbox that flad writes itself and never watches.
 OWN_FOLDERS = ("rejected", "sent")
 _READ_CHUNK = 1024 * 1024
+#: Files at least this big are hashed by the check, beside its parse (on another
+#: core), not here: the claim is on the way from the drop to the upload.
+BIG_FILE_BYTES = 4 * 1024 * 1024
 #: Events handled (and files claimed) together at most.
 CLAIM_BATCH = 64
 
@@ -198,7 +201,7 @@ class Claimer:
         ids = self.journal.add_received_many(rows)
         for sub_id, row in zip(ids, rows, strict=True):
             self.log.info("file_claimed", channel=folder.channel, drop_name=row.drop_name,
-                          submission=sub_id, size=row.size, sha256=row.sha256)
+                          submission=sub_id, size=row.size, sha256=row.sha256 or None)
         return [Claimed(sub_id, folder.channel, data)
                 for sub_id, data in zip(ids, contents, strict=True)]
 
@@ -254,7 +257,9 @@ def _read_and_hash(path: Path, keep_up_to: int) -> tuple[str, int, bytes | None]
 
     A file that may be sent is read in one piece (one buffer of its size, no list of
     chunks joined afterwards: that held the content twice, 100 MiB at peak for a 50 MiB
-    file); a larger one is only hashed, chunk by chunk.
+    file); a larger one is only hashed, chunk by chunk. The sha256 of a file of
+    BIG_FILE_BYTES or more that is returned whole is left empty: the check computes it
+    from that content, and the journal gets it when the file is numbered.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb", buffering=0) as f:
@@ -264,6 +269,8 @@ def _read_and_hash(path: Path, keep_up_to: int) -> tuple[str, int, bytes | None]
         if st.st_size <= keep_up_to:
             data = f.readall()
             if len(data) <= keep_up_to:
+                if len(data) >= BIG_FILE_BYTES:
+                    return "", len(data), data
                 return hashlib.sha256(data).hexdigest(), len(data), data
             digest = hashlib.sha256(data)  # it grew past the limit while being read
             size = len(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,9 +27,10 @@ from flad.transport import RemotePermissionDenied, SftpChannel
 
 ENV_LETTER = {"test": "T", "production": "R"}
 REMOTE_IN = {"test": "INTEST", "production": "IN"}
-#: Files at least this big are signed while they are checked, not after, and the
-#: memory of their XML tree is handed back to the system once checked.
-BIG_FILE_BYTES = 4 * 1024 * 1024
+#: Files at least this big are hashed (when the claim left it) and signed while they
+#: are checked, not after, and the memory of their XML tree is handed back to the
+#: system once checked.
+BIG_FILE_BYTES = outbox.BIG_FILE_BYTES
 
 
 class Rejected(Exception):
@@ -94,6 +96,7 @@ class Checked:
     app: ApplicationConfig
     data: bytes
     fs: bytes | None
+    sha256: str  # of `data`
 
 
 class ChannelPipeline:
@@ -153,6 +156,7 @@ class ChannelPipeline:
         log = self.log.bind(submission=sub.id, drop_name=sub.drop_name)
         app = self.channel.application(sub.application)
         signing_early: Future[bytes] | None = None
+        hashing: Future[str] | None = None
         try:
             if app is None:
                 raise Rejected(f"no application {sub.application!r} is configured for this "
@@ -163,10 +167,13 @@ class ChannelPipeline:
             if signed and self.signer is None:
                 raise Rejected("this channel has no signing certificate configured, and "
                                f"{sub.environment} files need an FS signature")
-            if signed and len(data) >= BIG_FILE_BYTES:
-                # hashing a big file takes a while, and it releases the GIL: sign it
-                # while it is checked (the signature is dropped if the check refuses it)
-                signing_early = self._signer_thread.submit(self._make_fs, data)
+            if len(data) >= BIG_FILE_BYTES:
+                # hashing a big file takes a while, and it releases the GIL: hash and
+                # sign it while it is checked (both dropped if the check refuses it)
+                if not sub.sha256:
+                    hashing = self._signer_thread.submit(_sha256, data)
+                if signed:
+                    signing_early = self._signer_thread.submit(self._make_fs, data)
             warnings = self.checker.check(app, sub.environment, data)
         except Rejected as exc:
             refusal: str | None = str(exc)
@@ -176,8 +183,9 @@ class ChannelPipeline:
         if data is not None and len(data) >= BIG_FILE_BYTES:
             memory.release_free_memory()
         if refusal is not None:
-            if signing_early is not None:
-                signing_early.cancel()
+            for early in (hashing, signing_early):
+                if early is not None:
+                    early.cancel()
             self.reject(sub, refusal)
             return None
         assert app is not None and data is not None  # else refused above
@@ -192,7 +200,8 @@ class ChannelPipeline:
             # not synced: the upload takes it from memory, and `_ensure_fs` checks it
             # before any later use (a machine crash may leave it torn)
             durable.write_file(self._fs_path(sub), fs, 0o600, sync=False)
-        return Checked(sub, app, data, fs)
+        sha256 = hashing.result() if hashing is not None else sub.sha256 or _sha256(data)
+        return Checked(sub, app, data, fs, sha256)
 
     def close(self) -> None:
         self._signer_thread.shutdown(wait=False, cancel_futures=True)
@@ -227,7 +236,7 @@ class ChannelPipeline:
         requests = [journal.Naming(
             c.sub.id, sender=self.channel.sender_id, file_date=date,
             environment_letter=ENV_LETTER[c.sub.environment], application_code=c.app.code,
-            signed=c.fs is not None) for c in checked]
+            signed=c.fs is not None, sha256=c.sha256) for c in checked]
         outcomes = self.journal.prepare_many(
             requests, duplicate_window_days=self.daemon.duplicate_window_days)
         prepared: list[Submission] = []
@@ -245,7 +254,8 @@ class ChannelPipeline:
             new = outcome.prepared
             prepared.append(new)
             self.log.info("submission_prepared", submission=new.id, drop_name=new.drop_name,
-                          fi_name=new.fi_name, fs_name=new.fs_name, duration_ms=_ms(started))
+                          fi_name=new.fi_name, fs_name=new.fs_name, sha256=new.sha256,
+                          duration_ms=_ms(started))
         return prepared
 
     def _fs_path(self, sub: Submission) -> Path:
@@ -422,6 +432,10 @@ class ChannelPipeline:
             with contextlib.suppress(FileNotFoundError):  # signed, then found a duplicate
                 self._fs_path(sub).unlink()
             durable.move(spool, target)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _ms(started: float) -> int:

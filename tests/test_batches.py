@@ -6,6 +6,7 @@ Everything runs against the real OpenSSH server of the `sshd` fixture.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 from flad import journal, naming, signing
 from flad.daemon import BATCH_FILES
 from flad.journal import Submission
+from flad.outbox import BIG_FILE_BYTES
 from flad.transport import SftpChannel, SftpSettings, TransportError
 from tests.harness import Install, Running, make_install, sample, wait_for
 from tests.sshd import SshServer
@@ -56,16 +58,21 @@ def settings_for(server: SshServer, tmp_path: Path) -> SftpSettings:
 
 # -- identical files dropped together --------------------------------------------------
 
-@pytest.mark.parametrize("env", ["test", "production"])
+@pytest.mark.parametrize(("env", "size"), [
+    ("test", 0), ("production", 0),
+    # big files are hashed by the check, not the claim: the journal learns the hash
+    # only when numbering them, in the same transaction as the duplicate check
+    ("test", BIG_FILE_BYTES + 4096), ("production", BIG_FILE_BYTES + 4096),
+])
 def test_identical_files_dropped_together_are_sent_once(tmp_path: Path, sshd: SshServer,
-                                                        env: str) -> None:
+                                                        env: str, size: int) -> None:
     inst = make_install(tmp_path, sshd, production=True)
-    pairs = 4
+    pairs = 2 if size else 4
     files: dict[str, bytes] = {}
     for i in range(pairs):  # interleaved: each copy sits right beside its twin
-        files[f"a{i}.xml"] = sample(100 + i)
-        files[f"b{i}.xml"] = sample(100 + i)
-    with Running(inst):
+        files[f"a{i}.xml"] = sample(100 + i, size)
+        files[f"b{i}.xml"] = sample(100 + i, size)
+    with capture_logs() as logs, Running(inst):
         wait_for(lambda: (inst.outbox / env / "fla").is_dir(), what="drop folders")
         drop_together(inst, files, env)
         wait_for(lambda: len(inst.submissions()) == 2 * pairs
@@ -81,13 +88,15 @@ def test_identical_files_dropped_together_are_sent_once(tmp_path: Path, sshd: Ss
         (dup,) = [s for s in twins if s.state == journal.REJECTED]
         assert sent.fi_name and sent.go_name and dup.fi_name is None
         assert dup.sequence is None  # the refused copy took no number
-        assert (folder / sent.fi_name).read_bytes() == sample(100 + i)
+        assert (folder / sent.fi_name).read_bytes() == sample(100 + i, size)
         assert (folder / sent.go_name).exists()
+        digest = hashlib.sha256(sample(100 + i, size)).hexdigest()
+        assert sent.sha256 == dup.sha256 == digest
         assert dup.error is not None
         assert f"the same content was already sent as {sent.fi_name}" in dup.error
         assert f"(submission {sent.id})" in dup.error
         assert f"flad resend {dup.id}" in dup.error
-        assert (rejected_dir / dup.drop_name).read_bytes() == sample(100 + i)
+        assert (rejected_dir / dup.drop_name).read_bytes() == sample(100 + i, size)
         reason = (rejected_dir / f"{dup.drop_name}.reason.txt").read_text()
         assert reason == dup.error + "\n"
         assert dup.rejected_path == str(rejected_dir / dup.drop_name)
@@ -100,6 +109,12 @@ def test_identical_files_dropped_together_are_sent_once(tmp_path: Path, sshd: Ss
     seqs = sorted(s.sequence or "" for s in subs if s.sequence)
     assert seqs == [naming.sequence_for(n) for n in range(1, pairs + 1)]
     assert spool_files(inst) == []  # no FS of a refused copy left behind in the spool
+    claimed = {e["drop_name"]: e["sha256"] for e in logs if e["event"] == "file_claimed"}
+    prepared = {e["drop_name"]: e["sha256"] for e in logs if e["event"] == "submission_prepared"}
+    for sub in subs:
+        assert claimed[sub.drop_name] == (None if size else sub.sha256)
+        if sub.state == journal.SENT:
+            assert prepared[sub.drop_name] == sub.sha256
 
 
 # -- a drop of many files --------------------------------------------------------------

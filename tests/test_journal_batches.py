@@ -3,6 +3,7 @@ for many submissions at once, and reads through the second connection."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import threading
@@ -334,3 +335,27 @@ def test_reads_are_not_held_up_by_a_write_in_progress(db: Journal) -> None:
         release.set()
         writer.join(10)
     assert db.get(sub_id).state == journal.FAILED  # type: ignore[union-attr]
+
+
+def test_a_hash_left_to_the_check_is_journaled_when_numbered(db: Journal) -> None:
+    """A big file is claimed with no sha256; numbering writes the check's, then looks
+    for an earlier copy with it, in the same transaction."""
+    content = b"<big/>" * 10
+    digest = hashlib.sha256(content).hexdigest()
+    first, second = db.add_received_many([
+        dataclasses.replace(received(content, name), sha256="") for name in ("a", "b")])
+    assert db.get_many([first, second])[0].sha256 == ""
+    outcomes = db.prepare_many(
+        [dataclasses.replace(naming_for(i), sha256=digest) for i in (first, second)],
+        duplicate_window_days=7)
+    assert outcomes[0].prepared is not None and outcomes[0].prepared.sha256 == digest
+    assert outcomes[1].prepared is None and outcomes[1].earlier is not None
+    assert outcomes[1].earlier.id == first and outcomes[1].before.sha256 == digest
+    assert [s.sha256 for s in db.get_many([first, second])] == [digest, digest]
+
+
+def test_a_hash_from_the_claim_is_never_replaced(db: Journal) -> None:
+    (sub_id,) = db.add_received_many([received(b"<x/>", "x")])
+    db.prepare_many([dataclasses.replace(naming_for(sub_id), sha256="0" * 64)],
+                    duplicate_window_days=7)
+    assert db.get_many([sub_id])[0].sha256 == hashlib.sha256(b"<x/>").hexdigest()
