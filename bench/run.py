@@ -433,6 +433,39 @@ class Flad:
     def log_events(self, event: str) -> int:
         return self.log_path.read_text(errors="replace").count(f'"event": "{event}"')
 
+    def phases(self, size: int, dropped_at: float) -> dict[str, float]:
+        """Where the time of the one file of `size` bytes went, from flad's own log.
+
+        `dropped_at` is the wall-clock time of its rename (flad's log stamps are UTC
+        wall-clock times). Seconds from one step to the next: `claim` (drop to
+        journaled), `check` (to numbered: hash, parse, XSD, signature), `queue` (to the
+        worker's start of its upload), `upload` (FI and FS, then the GO).
+        """
+        marks: dict[str, float] = {}
+        sub_id = None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "file_claimed" and entry.get("size") == size:
+                    sub_id = entry.get("submission")
+                if sub_id is None or entry.get("submission") != sub_id:
+                    continue
+                when = datetime.datetime.fromisoformat(
+                    entry["timestamp"].replace("Z", "+00:00")).timestamp()
+                marks.setdefault(entry["event"], when)
+        steps = [("claim", "file_claimed"), ("check", "submission_prepared"),
+                 ("queue", "upload_started"), ("upload", "go_sent")]
+        out: dict[str, float] = {}
+        previous = dropped_at
+        for name, event in steps:
+            if event not in marks:
+                return {}
+            out[name] = marks[event] - previous
+            previous = marks[event]
+        return out
+
 
 def _children(pid: int) -> list[int]:
     try:
@@ -503,10 +536,11 @@ def run_flad(setup: Setup, watch: FolderWatch, args: argparse.Namespace,
 
         # one big file
         assert setup.big is not None
+        big_size = setup.big.stat().st_size
         staged = [flad.stage(setup.big)]
         time.sleep(0.3)
         cpu0, mark = cpu_seconds(pid), watch.mark()
-        t0 = time.monotonic()
+        t0, dropped_at = time.monotonic(), time.time()
         flad.drop(staged[0])
         total += 1
         try:
@@ -516,6 +550,7 @@ def run_flad(setup: Setup, watch: FolderWatch, args: argparse.Namespace,
             failures.append(str(exc))
         settle("big file", args.timeout / 2)
         out["big_cpu_s"] = cpu_seconds(pid) - cpu0
+        out["big_phases_s"] = flad.phases(big_size, dropped_at)
         time.sleep(0.3)
 
         # single files at idle
@@ -654,6 +689,9 @@ def report(result: dict[str, Any], checks: list[Target]) -> str:
         f"  {p['big_size'] / MIB:g} MiB file, drop to GO: {_n(f.get('big_s'))} s, "
         f"CPU {_n(f.get('big_cpu_s'), '.2f')} s",
     ]
+    if f.get("big_phases_s"):
+        lines.append("    from flad's log: " + ", ".join(
+            f"{name} {seconds:.3f} s" for name, seconds in f["big_phases_s"].items()))
     if lat:
         lines.append(
             f"  single files at idle ({len(lat['samples_s'])}), rename to GO: "
