@@ -859,7 +859,7 @@ class SftpChannel:
                         for num, (_, remote) in zip(closes, items, strict=True):
                             self._checked(replies, num, remote)
                         closed = True
-                        remote_sizes = {i: replies.wait_size(num) for i, num in stats.items()}
+                        remote_sizes = self._remote_sizes(replies, stats, items)
                 finally:
                     if handles and not closed:
                         with contextlib.suppress(Exception):  # the first error is the one to raise
@@ -880,6 +880,33 @@ class SftpChannel:
                 self._log.info("sftp_put", files=len(items), first=items[0][1],
                                last=items[-1][1], bytes=sum(sizes), duration_ms=duration_ms)
             return sizes
+
+    def _remote_sizes(self, replies: sftpwire.Replies, stats: dict[int, int],
+                      items: Sequence[tuple[sftpwire.PutSource, str]]) -> dict[int, int]:
+        """The sizes the server gives for the files just written (every answer read).
+
+        A server that refuses the stat (but took the write) gets a reason that says so:
+        "permission denied" alone sent operators looking at the folder's rights.
+        """
+        sizes: dict[int, int] = {}
+        failure: Exception | None = None
+        for i, num in stats.items():
+            remote = items[i][1]
+            try:
+                sizes[i] = replies.wait_size(num)
+            except OSError as exc:
+                if isinstance(exc, TimeoutError) or not self.is_connected:
+                    raise
+                mapped = self._map_error("put", remote, exc)
+                if isinstance(mapped, RemotePermissionDenied | RemoteNotFound):
+                    mapped = type(mapped)(
+                        f"put {remote} on {self._where}: written and closed, but the server "
+                        f"would not give its size ({_describe(exc)}), so flad cannot check "
+                        "that it arrived whole")
+                failure = failure or mapped
+        if failure is not None:
+            raise failure
+        return sizes
 
     def _checked(self, replies: sftpwire.Replies, num: int, remote: str) -> None:
         """Wait for the status of request `num`; an error status raises our error."""

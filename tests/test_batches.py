@@ -20,7 +20,7 @@ from flad import journal, naming, signing
 from flad.daemon import BATCH_FILES
 from flad.journal import Submission
 from flad.outbox import BIG_FILE_BYTES
-from flad.transport import SftpChannel, SftpSettings, TransportError
+from flad.transport import RemotePermissionDenied, SftpChannel, SftpSettings, TransportError
 from tests.harness import Install, Running, make_install, sample, wait_for
 from tests.sshd import SshServer
 
@@ -198,10 +198,12 @@ def test_a_go_is_not_stated_after_its_close(tmp_path: Path) -> None:
         assert ch.put_files([(b"", g) for g in gos]) == [0] * len(gos)  # a batch of GOs
         assert all((server.root / g).is_file() for g in gos)
 
-        # a file with content is checked by its remote size, which needs the stat
-        with pytest.raises(TransportError, match=r"INTEST/FI\.x"):
+        # a file with content is checked by its remote size, which needs the stat: the
+        # reason says it was the size that was refused, not the write
+        refused = r"written and closed, but the server would not give its size"
+        with pytest.raises(RemotePermissionDenied, match=r"put INTEST/FI\.x on .*" + refused):
             ch.put_bytes(b"<x/>", "INTEST/FI.x")
-        with pytest.raises(TransportError, match=r"INTEST/FI\.y"):
+        with pytest.raises(RemotePermissionDenied, match=r"put INTEST/FI\.y on .*" + refused):
             ch.put_files([(b"<y/>", "INTEST/FI.y"), (b"", "INTEST/GO.y")])
         assert ch.is_connected  # a refused request leaves the session up
         assert ch.put_bytes(b"", "INTEST/GO.after") == 0
