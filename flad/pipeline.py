@@ -412,19 +412,31 @@ class ChannelPipeline:
         durable.move(spool, target_dir / sub.fi_name, sync_folders=False)
 
     def reject(self, sub: Submission, reason: str) -> None:
+        """Journal the refusal with its reason, then move the file next to it.
+
+        The journal comes first: a rejected folder that cannot be written must not
+        leave the file `received`, to be checked (and refused) again at every turn.
+        The move is finished at the next start.
+        """
         reason = " ".join(reason.split())  # one line, always
         target_dir = outbox.rejected_folder(self.channel, sub.environment, sub.application)
-        target_dir.mkdir(parents=True, exist_ok=True)
         target = durable.free_name(target_dir, sub.drop_name, f"{sub.id}")
         self.journal.mark_rejected(sub.id, reason, str(target))
-        self.finish_rejection(self._reload(sub))
         self.log.warning("file_rejected", submission=sub.id, drop_name=sub.drop_name,
                          reason=reason, rejected_path=str(target))
+        try:
+            self.finish_rejection(self._reload(sub))
+        except OSError as exc:
+            self.log.error("rejected_file_not_moved", submission=sub.id,
+                           drop_name=sub.drop_name, error=exc.strerror or str(exc),
+                           spool_path=sub.spool_path,
+                           action="it stays in the spool; flad moves it at its next start")
 
     def finish_rejection(self, sub: Submission) -> None:
         """Move the file next to its reason; idempotent (runs again after a crash)."""
         assert sub.rejected_path
         target = Path(sub.rejected_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
         durable.write_file(target.with_name(target.name + ".reason.txt"),
                            f"{sub.error}\n".encode())
         spool = Path(sub.spool_path)

@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from flad import journal, naming, signing
 from tests.harness import Running, make_install, sample, wait_for
 from tests.sshd import SshServer
@@ -97,6 +99,33 @@ def test_invalid_files_are_rejected_with_a_reason(tmp_path: Path, sshd: SshServe
     assert states == {"broken.xml": "rejected", "other-company.xml": "rejected",
                       "good.xml": "sent"}
     assert len([n for n in inst.remote() if n.startswith("GO.")]) == 1
+
+
+def test_a_refusal_stands_when_the_rejected_folder_cannot_be_written(
+    tmp_path: Path, sshd: SshServer
+) -> None:
+    """The journal keeps the refusal and its reason at once; the file waits in the
+    spool, is not checked again, and is moved once the folder can be written."""
+    inst = make_install(tmp_path, sshd)
+    blocked = inst.outbox / "rejected" / "test" / "fla"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the folder should be")  # fails even as root
+    inst.drop("broken.xml", b"<FLADeclaration><oops></FLADeclaration>")
+    with capture_logs() as logs:
+        assert inst.run_once(max_wait=5) == 0
+    (sub,) = inst.submissions()
+    assert sub.state == journal.REJECTED and sub.error and "line 1" in sub.error
+    assert Path(sub.spool_path).read_bytes() == b"<FLADeclaration><oops></FLADeclaration>"
+    checks = [e for e in logs if e["event"] == "file_rejected"]
+    assert len(checks) == 1  # refused once, not at every turn of the worker
+    (unmoved,) = [e for e in logs if e["event"] == "rejected_file_not_moved"]
+    assert unmoved["submission"] == sub.id and "next start" in unmoved["action"]
+
+    blocked.unlink()
+    assert inst.run_once(max_wait=5) == 0
+    assert (blocked / "broken.xml").read_bytes() == b"<FLADeclaration><oops></FLADeclaration>"
+    assert (blocked / "broken.xml.reason.txt").read_text() == sub.error + "\n"
+    assert not Path(sub.spool_path).exists()
 
 
 def test_production_refused_when_not_allowed(tmp_path: Path, sshd: SshServer) -> None:
