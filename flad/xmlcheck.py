@@ -36,7 +36,7 @@ import codecs
 import os
 import re
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -56,6 +56,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+#: Files at least this big, checked with the default identity XPaths, are validated
+#: as a stream (their tree is not kept): see _accept_streaming.
+STREAM_BYTES = 16 * 1024 * 1024
+_STREAM_CHUNK = 1024 * 1024
+# The root's start tag, where the prolog ends: an optional prefix, then the local name.
+_ROOT_NAME = re.compile(rb"<(?:[^\s/>:]+:)?(?P<local>[^\s/>:]+)")
 DEFAULT_EMPLOYER_XPATH = "//*[local-name()='EmployerId']"
 DEFAULT_SENDER_XPATH = "//*[local-name()='SenderId']"
 
@@ -292,6 +298,18 @@ def _scan_prolog(data: bytes, start: int) -> int:
     return pos
 
 
+# Every parser of an untrusted file: nothing loaded, nothing expanded, no huge nodes.
+_HARDENED: dict[str, Any] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "attribute_defaults": False,
+    "huge_tree": False,
+    "collect_ids": False,
+}
+
+
 def _new_parser(*, keep_comments: bool = True) -> etree.XMLParser:
     """A fresh hardened parser: lxml parsers must not be shared between threads.
 
@@ -299,16 +317,7 @@ def _new_parser(*, keep_comments: bool = True) -> etree.XMLParser:
     parsing, which is cheaper in time and memory; every safety setting is the same.
     """
     parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        attribute_defaults=False,
-        huge_tree=False,
-        collect_ids=False,
-        remove_comments=not keep_comments,
-        remove_pis=not keep_comments,
-    )
+        **_HARDENED, remove_comments=not keep_comments, remove_pis=not keep_comments)
     # Belt and braces: should libxml2 ever ask for an external resource anyway,
     # it gets nothing from disk or network.
     parser.resolvers.add(_RefuseAllResolver())
@@ -588,12 +597,109 @@ def check_document(
     data, prolog_end = _gate(data, max_bytes)
     rest = (schema, root_element, employer_xpath, sender_xpath)
     if employer_xpath in _DEFAULT_XPATH_NAMES and sender_xpath in _DEFAULT_XPATH_NAMES:
+        if len(data) >= STREAM_BYTES:
+            accepted = _accept_streaming(data, prolog_end, schema, root_element)
+            if accepted is not None:
+                return accepted
+            # refused, or not for streaming: decided below the plain way, for its reason
         try:
             return _check_tree(_parse_checked(data, keep_comments=False), *rest)
         except XmlRejected:
             if data.find(b"<!--", prolog_end) == -1 and data.find(b"<?", prolog_end) == -1:
                 raise  # no comment or PI after the prolog: the same tree either way
     return _check_tree(_parse_checked(data, keep_comments=True), *rest)
+
+
+def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
+                      root_element: str | None) -> CheckedDocument | None:
+    """The verdict of the tree path for a file it would accept, in bounded memory.
+
+    The tree of a 50 MiB declaration of records is about 600 MiB; here the file is
+    validated against the XSD (if any) while it is parsed, and the elements already
+    complete are dropped as it goes. Only the root (whose name is read at `root_at`,
+    where the prolog ends) and the identity elements (the default XPaths' local
+    names, in document order) are looked at. None for anything else (the root is
+    not `root_element`, a syntax or XSD error, a DOCTYPE): the caller then decides
+    the plain way, so a refusal's reason is always the tree path's.
+
+    libxml2 validates with its own context per parser here, so the schema's shared
+    error log (and _SCHEMA_LOCK) is not involved.
+    """
+    names = tuple(_DEFAULT_XPATH_NAMES.values())
+    found = _ROOT_NAME.match(data, root_at)
+    if found is None:
+        return None
+    try:
+        root_name = found["local"].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if root_name in names or (root_element is not None and root_name != root_element):
+        return None  # a root that is its own identity, or the wrong one: the plain way
+    parser = etree.XMLPullParser(
+        events=("start", "end"), tag=[f"{{*}}{root_name}", *(f"{{*}}{n}" for n in names)],
+        schema=schema, **_HARDENED, remove_comments=True, remove_pis=True)
+    parser.resolvers.add(_RefuseAllResolver())
+    kept = _Identities(names)
+    view = memoryview(data)
+    try:
+        for offset in range(0, len(view), _STREAM_CHUNK):
+            parser.feed(bytes(view[offset:offset + _STREAM_CHUNK]))
+            if not kept.take(parser.read_events()):
+                return None
+            if kept.root is None and offset >= _STREAM_CHUNK:  # no root in 2 MiB: not ours
+                return None
+            kept.drop_complete()
+        parser.close()
+        if not kept.take(parser.read_events()):
+            return None
+    except etree.LxmlError:
+        return None
+    root = kept.root
+    if root is None or kept.started:
+        return None
+    docinfo = cast("Any", root.getroottree().docinfo)
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        return None
+    return CheckedDocument(root_tag=etree.QName(root).localname,
+                           employers=tuple(kept.values["EmployerId"]),
+                           senders=tuple(kept.values["SenderId"]))
+
+
+class _Identities:
+    """What a streamed check keeps: the root, and the identity values in document order."""
+
+    def __init__(self, names: Collection[str]) -> None:
+        self.root: etree._Element | None = None
+        self.values: dict[str, list[str]] = {name: [] for name in names}
+        self.started: dict[etree._Element, tuple[str, int]] = {}  # open identities
+
+    def take(self, events: Iterable[tuple[str, object]]) -> bool:
+        """Record the parser's events; False when the first is not the root's start."""
+        for event, item in events:
+            element = cast("etree._Element", item)  # start and end give elements
+            if self.root is None:
+                if event != "start" or element.getparent() is not None:
+                    return False
+                self.root = element
+            elif element is self.root:
+                continue
+            elif event == "start":
+                name = etree.QName(element).localname
+                if name in self.values:  # not an element named as the root, inside it
+                    self.started[element] = (name, len(self.values[name]))
+                    self.values[name].append("")
+            elif element in self.started:  # its string value is whole at its end
+                name, index = self.started.pop(element)
+                self.values[name][index] = "".join(map(str, element.itertext())).strip()
+        return True
+
+    def drop_complete(self) -> None:
+        """Free the elements already complete: all but the last child, along the open path."""
+        node = self.root
+        while node is not None and len(node):
+            if len(node) > 1:
+                del node[:-1]
+            node = node[-1]
 
 
 def _check_tree(
