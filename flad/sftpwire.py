@@ -39,6 +39,10 @@ LOCAL_CHUNK = 1024 * 1024
 BASIC_WRITE_DATA = 2**15
 #: The most data flad puts in one write, whatever the server allows (OpenSSH: 255 KiB).
 MAX_WRITE_DATA = 255 * 1024
+#: Announced limits that would make writes smaller than this are taken as broken.
+MIN_WRITE_DATA = 1024
+#: The most writes flad keeps unacknowledged, however small they are.
+MAX_WRITES_IN_FLIGHT = 64
 #: Header of a write request: length, type, id, handle length, offset, data length.
 WRITE_HEADER = 4 + 1 + 4 + 4 + 8 + 4
 MAX_HANDLE = 256  # the protocol's longest handle
@@ -99,6 +103,8 @@ def server_limits(client: Client) -> Limits | None:
         return None
     try:
         kind, msg = client._request(CMD_EXTENDED, LIMITS_EXTENSION)  # type: ignore[attr-defined]
+    except TimeoutError:
+        raise  # the server does not answer at all: the connection fails, and says so
     except (OSError, EOFError, SFTPError):  # refused after all
         return None
     if kind != CMD_EXTENDED_REPLY:
@@ -120,12 +126,13 @@ def write_size(limits: Limits | None, max_packet: int) -> int:
     if limits is None or not limits.packet or not limits.write:
         return basic
     largest = min(limits.write, limits.packet - WRITE_HEADER - MAX_HANDLE, MAX_WRITE_DATA)
-    return largest if largest > 0 else basic
+    # below 1 KiB the figures are broken (the protocol asks servers for 32 KiB or more)
+    return largest if largest >= MIN_WRITE_DATA else basic
 
 
 def writes_in_flight(size: int) -> int:
     """How many writes of `size` bytes to keep unacknowledged."""
-    return max(2, WRITE_BYTES_IN_FLIGHT // size)
+    return max(2, min(MAX_WRITES_IN_FLIGHT, WRITE_BYTES_IN_FLIGHT // size))
 
 
 def chunks(source: PutSource) -> Iterator[memoryview]:
@@ -190,7 +197,7 @@ class Replies:
         with self._held_lock:
             if len(out) >= COALESCE_BYTES:
                 self._flush_held()
-                _send_view(self._sftp.sock, out)
+                self._send_whole(out)
                 return
             self._held.append(out)
             self._held_size += len(out)
@@ -206,7 +213,22 @@ class Replies:
             out = b"".join(self._held)
             self._held.clear()
             self._held_size = 0
-            _send_view(self._sftp.sock, out)
+            self._send_whole(out)
+
+    def _send_whole(self, *pieces: bytes | memoryview) -> None:
+        """Whole requests into the channel, or the channel closed.
+
+        A request cut in the middle (a timeout, a closed window, any error) would make
+        the server read the next requests as its data: the session is over, and
+        closing the channel makes every later call fail fast and reconnect.
+        """
+        channel = self._sftp.sock
+        try:
+            for piece in pieces:
+                _send_view(channel, piece)
+        except BaseException:
+            channel.close()
+            raise
 
     def _number(self) -> int:
         """A request number, with this object registered for its answer."""
@@ -231,13 +253,11 @@ class Replies:
         size = 1 + 4 + 4 + len(handle) + 8 + 4 + len(data)
         head = (struct.pack(">IBII", size, CMD_WRITE, num, len(handle)) + handle
                 + struct.pack(">QI", offset, len(data)))
-        channel = self._sftp.sock
-        room = max(0, int(channel.out_max_packet_size) - SSH_PACKET_OVERHEAD - len(head))
+        room = max(0, int(self._sftp.sock.out_max_packet_size) - SSH_PACKET_OVERHEAD
+                   - len(head))
         with self._held_lock:
             self._flush_held()
-            _send_view(channel, head + data[:room])
-            if len(data) > room:
-                _send_view(channel, data[room:])
+            self._send_whole(head + data[:room], data[room:])
         return num
 
     def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:

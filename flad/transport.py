@@ -328,6 +328,7 @@ class _LegacyRSAKey(paramiko.RSAKey):
 
 
 _PARAMIKO_CIPHERS: tuple[str, ...] = paramiko.Transport._preferred_ciphers  # type: ignore[attr-defined]
+_KNOWN_CIPHERS: dict[str, object] = paramiko.Transport._cipher_info  # type: ignore[attr-defined]
 
 
 class _Transport(paramiko.Transport):
@@ -344,11 +345,10 @@ class _Transport(paramiko.Transport):
     # AES-GCM first when the server offers it: its tag replaces a separate HMAC pass
     # over every packet, which paramiko computes (and compares) in Python. Uploads
     # took 20 % less CPU. A server without it gets paramiko's order (AES-CTR first).
-    _preferred_ciphers = (
-        "aes128-gcm@openssh.com",
-        "aes256-gcm@openssh.com",
-        *(c for c in _PARAMIKO_CIPHERS if "gcm" not in c),
-    )
+    # (Only ciphers this paramiko knows: AES-GCM came with paramiko 3.5.)
+    _preferred_ciphers = tuple(
+        c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if c in _KNOWN_CIPHERS
+    ) + tuple(c for c in _PARAMIKO_CIPHERS if "gcm" not in c)
 
     @property
     def preferred_pubkeys(self) -> tuple[str, ...]:

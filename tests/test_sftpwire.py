@@ -13,13 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 from structlog.testing import capture_logs
 
 from flad import sftpwire
 from flad.sandbox import start_sandbox
 from flad.sftpwire import MAX_WRITE_DATA, Limits, write_size
-from flad.transport import SftpChannel, SftpSettings
+from flad.transport import SftpChannel, SftpSettings, TransportError, _Transport
 from tests.sshd import SshServer, generate_key
 from tests.test_transport import settings_for
 
@@ -92,6 +93,10 @@ def test_a_server_announcing_no_limits_gets_writes_of_one_ssh_packet(tmp_path: P
         (Limits(packet=34000, write=261120),
          34000 - sftpwire.WRITE_HEADER - sftpwire.MAX_HANDLE),  # the packet is the bound
         (Limits(packet=2**40, write=2**40), MAX_WRITE_DATA),  # never more than flad's cap
+        (Limits(packet=262144, write=500), SSH_PACKET - sftpwire.SSH_PACKET_OVERHEAD
+         - sftpwire.WRITE_HEADER - sftpwire.MAX_HANDLE),  # broken figures: the basic size
+        (Limits(packet=300, write=261120), SSH_PACKET - sftpwire.SSH_PACKET_OVERHEAD
+         - sftpwire.WRITE_HEADER - sftpwire.MAX_HANDLE),
     ],
 )
 def test_write_size_follows_the_limits(limits: Limits | None, expected: int) -> None:
@@ -121,3 +126,44 @@ def test_a_server_without_aes_gcm_gets_aes_ctr(tmp_path: Path) -> None:
         assert transport.local_cipher == "aes128-ctr"
         ch.put_bytes(content, "IN/x")
         assert (server.root / "IN" / "x").read_bytes() == content
+
+
+def test_writes_in_flight_stay_near_one_mib_and_bounded_in_count() -> None:
+    assert sftpwire.writes_in_flight(261120) == 4
+    assert sftpwire.writes_in_flight(32423) == 32
+    assert sftpwire.writes_in_flight(1024) == sftpwire.MAX_WRITES_IN_FLIGHT
+    assert sftpwire.writes_in_flight(4 * 1024 * 1024) == 2
+
+
+def test_only_ciphers_paramiko_knows_are_asked_for() -> None:
+    """AES-GCM came with paramiko 3.5: an older one must not be asked for it."""
+    known = paramiko.Transport._cipher_info  # type: ignore[attr-defined]
+    assert all(c in known for c in _Transport._preferred_ciphers)
+
+
+@pytest.mark.parametrize("fault", [OSError("injected"), MemoryError(), TimeoutError()])
+def test_a_write_cut_in_the_middle_ends_the_session(
+    fault: BaseException, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server would take the next requests as the rest of the write: the channel
+    is closed, the put fails, and the next connection works."""
+    content = os.urandom(2 * 1024 * 1024)
+    real_send = paramiko.Channel.send
+    calls = 0
+
+    def send(self: paramiko.Channel, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # inside the first 255 KiB write, after its first packet
+            raise fault
+        return real_send(self, data)
+
+    with SshServer() as server, SftpChannel(settings_for(server, tmp_path)) as ch:
+        monkeypatch.setattr(paramiko.Channel, "send", send)
+        with pytest.raises((TransportError, MemoryError)):
+            ch.put_bytes(content, "IN/cut")
+        assert not ch.is_connected
+        monkeypatch.setattr(paramiko.Channel, "send", real_send)
+        ch.ensure_connected()
+        assert ch.put_bytes(content, "IN/whole") == len(content)
+        assert (server.root / "IN" / "whole").read_bytes() == content
