@@ -79,7 +79,10 @@ def test_file_written_for_a_long_time_is_taken_only_when_done(
         wait_for(folder.is_dir, 10, "drop folder")
 
         def writer() -> None:
-            chunks = 40
+            # a pause between two writes well under settle_seconds (1.5 s): with 40
+            # chunks over 60 s the pause was the settle time itself, and a busy host
+            # let flad take the file half written
+            chunks = max(40, int(duration / 0.5))
             step = len(data) // chunks + 1
             with open(folder / "slow.xml", "wb") as f:
                 for i in range(chunks):
