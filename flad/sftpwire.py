@@ -62,13 +62,26 @@ PutSource = Path | bytes
 
 
 class Client(paramiko.SFTPClient):
-    """paramiko's SFTP client, keeping the extensions the server announces.
+    """paramiko's SFTP client, keeping the extensions the server announces, and
+    sending each request whole.
 
     paramiko reads the server's VERSION packet and drops its extension pairs; flad
-    needs one of them to know how large a write the server takes.
+    needs one of them to know how large a write the server takes. And paramiko sends
+    a request of more than one SSH packet (a write, a long path) packet by packet,
+    with no lock: another thread's request (its prefetch of an abandoned download)
+    could land between two of them, and the server would read it as data. Every
+    request goes out under `write_lock` here, and `Replies` takes the same lock.
     """
 
     extensions: dict[str, bytes]
+
+    def __init__(self, sock: paramiko.Channel) -> None:
+        self.write_lock = threading.RLock()  # before paramiko sends INIT through it
+        super().__init__(sock)
+
+    def _write_all(self, out: bytes) -> None:
+        with self.write_lock:
+            super()._write_all(out)  # type: ignore[misc]
 
     def _send_version(self) -> int:
         self.extensions = {}
@@ -183,7 +196,8 @@ class Replies:
         self._held_size = 0
         # paramiko's prefetch thread of an abandoned download may still send through
         # the client while we hold its writes: never lose, repeat or split a request
-        self._held_lock = threading.Lock()
+        self._held_lock: threading.RLock | threading.Lock = (
+            sftp.write_lock if isinstance(sftp, Client) else threading.Lock())
 
     def __enter__(self) -> Replies:
         self._sftp._write_all = self._hold  # paramiko's _send_packet writes through it

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
+from paramiko.sftp import CMD_STAT
 from structlog.testing import capture_logs
 
 from flad import sftpwire
@@ -167,3 +170,38 @@ def test_a_write_cut_in_the_middle_ends_the_session(
         ch.ensure_connected()
         assert ch.put_bytes(content, "IN/whole") == len(content)
         assert (server.root / "IN" / "whole").read_bytes() == content
+
+
+@pytest.mark.parametrize("path_len", [40, 40_000])
+def test_another_threads_requests_never_land_inside_a_write(
+    tmp_path: Path, path_len: int
+) -> None:
+    """A thread sending requests through the client during uploads, as paramiko's
+    prefetch of an abandoned download does: a request of two SSH packets (a 40 KB
+    path) landing between two packets of a write would corrupt the session."""
+    content = os.urandom(3 * 1024 * 1024 + 17)
+    with SshServer() as server, SftpChannel(settings_for(server, tmp_path)) as ch:
+        sftp: Any = ch._sftp
+        stop = threading.Event()
+        sent = 0
+
+        def prefetch_like() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                sftp._async_request(type(None), CMD_STAT, "IN/" + "x" * path_len)
+                sent += 1
+                time.sleep(0.0005)
+
+        other = threading.Thread(target=prefetch_like, daemon=True)
+        other.start()
+        try:
+            for i in range(8):
+                assert ch.put_bytes(content, f"IN/f{i}") == len(content)
+                for _ in range(20):  # paramiko's own requests, outside any upload
+                    assert ch.size(f"IN/f{i}") == len(content)
+                assert (server.root / "IN" / f"f{i}").read_bytes() == content
+        finally:
+            stop.set()
+            other.join(5)
+        assert sent > 50  # the other thread did send meanwhile
+        assert ch.connections_opened == 1
