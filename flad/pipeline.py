@@ -112,8 +112,8 @@ class ChannelPipeline:
         self.signer = signer
         self.clock = clock
         self.checker = FileChecker(channel)
-        # big files are signed here while the pool's thread checks them
-        self._signer_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sign-{channel.name}")
+        # big files are hashed and signed here while the pool's thread checks them
+        self._side_thread = ThreadPoolExecutor(1, thread_name_prefix=f"side-{channel.name}")
         self.log = logs.get("flad.pipeline").bind(channel=channel.name)
 
     # -- the state machine ---------------------------------------------------------
@@ -171,9 +171,9 @@ class ChannelPipeline:
                 # hashing a big file takes a while, and it releases the GIL: hash and
                 # sign it while it is checked (both dropped if the check refuses it)
                 if not sub.sha256:
-                    hashing = self._signer_thread.submit(_sha256, data)
+                    hashing = self._side_thread.submit(_sha256, data)
                 if signed:
-                    signing_early = self._signer_thread.submit(self._make_fs, data)
+                    signing_early = self._side_thread.submit(self._make_fs, data)
             warnings = self.checker.check(app, sub.environment, data)
         except Rejected as exc:
             refusal: str | None = str(exc)
@@ -204,7 +204,7 @@ class ChannelPipeline:
         return Checked(sub, app, data, fs, sha256)
 
     def close(self) -> None:
-        self._signer_thread.shutdown(wait=False, cancel_futures=True)
+        self._side_thread.shutdown(wait=False, cancel_futures=True)
 
     def _make_fs(self, data: bytes) -> bytes:
         assert self.signer is not None

@@ -80,8 +80,22 @@ class Client(paramiko.SFTPClient):
         super().__init__(sock)
 
     def _write_all(self, out: bytes) -> None:
+        self.send_whole(out)  # every request paramiko sends goes through here
+
+    def send_whole(self, *pieces: bytes | memoryview) -> None:
+        """Whole requests into the channel, or the channel closed.
+
+        A request cut in the middle (a timeout, a closed window, any error) would make
+        the server read the next requests as its data: the session is over, and
+        closing the channel makes every later call fail fast and reconnect.
+        """
         with self.write_lock:
-            super()._write_all(out)  # type: ignore[misc]
+            try:
+                for piece in pieces:
+                    _send_view(self.sock, piece)
+            except BaseException:
+                self.sock.close()
+                raise
 
     def _send_version(self) -> int:
         self.extensions = {}
@@ -189,15 +203,15 @@ class Replies:
     in a few. Use as a context manager: it takes over the client's writes meanwhile.
     """
 
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+    def __init__(self, sftp: Client) -> None:
+        self._client = sftp
         self._sftp: Any = sftp  # the private request API is not in the stubs
         self._got: dict[int, tuple[int, paramiko.Message]] = {}
         self._held: list[bytes] = []
         self._held_size = 0
         # paramiko's prefetch thread of an abandoned download may still send through
         # the client while we hold its writes: never lose, repeat or split a request
-        self._held_lock: threading.RLock | threading.Lock = (
-            sftp.write_lock if isinstance(sftp, Client) else threading.Lock())
+        self._held_lock = sftp.write_lock
 
     def __enter__(self) -> Replies:
         self._sftp._write_all = self._hold  # paramiko's _send_packet writes through it
@@ -211,7 +225,7 @@ class Replies:
         with self._held_lock:
             if len(out) >= COALESCE_BYTES:
                 self._flush_held()
-                self._send_whole(out)
+                self._client.send_whole(out)
                 return
             self._held.append(out)
             self._held_size += len(out)
@@ -227,22 +241,7 @@ class Replies:
             out = b"".join(self._held)
             self._held.clear()
             self._held_size = 0
-            self._send_whole(out)
-
-    def _send_whole(self, *pieces: bytes | memoryview) -> None:
-        """Whole requests into the channel, or the channel closed.
-
-        A request cut in the middle (a timeout, a closed window, any error) would make
-        the server read the next requests as its data: the session is over, and
-        closing the channel makes every later call fail fast and reconnect.
-        """
-        channel = self._sftp.sock
-        try:
-            for piece in pieces:
-                _send_view(channel, piece)
-        except BaseException:
-            channel.close()
-            raise
+            self._client.send_whole(out)
 
     def _number(self) -> int:
         """A request number, with this object registered for its answer."""
@@ -271,7 +270,7 @@ class Replies:
                    - len(head))
         with self._held_lock:
             self._flush_held()
-            self._send_whole(head + data[:room], data[room:])
+            self._client.send_whole(head + data[:room], data[room:])
         return num
 
     def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:

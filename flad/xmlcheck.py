@@ -389,13 +389,19 @@ def _parse_checked(data: bytes, *, keep_comments: bool) -> etree._ElementTree:
     except etree.XMLSyntaxError as exc:
         raise XmlRejected(_syntax_reason(exc)) from None
     tree = root.getroottree()
-    docinfo = cast("Any", tree.docinfo)  # the stubs lack DocInfo.doctype
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    if _declares_doctype(tree):
         raise XmlRejected(
             "the file declares a DOCTYPE; entity declarations are refused for safety "
             "and payroll XML never needs a DOCTYPE"
         )
     return tree
+
+
+def _declares_doctype(tree: etree._ElementTree) -> bool:
+    """The parsed tree's own word on a DOCTYPE, after the byte scan of the prolog."""
+    docinfo = cast("Any", tree.docinfo)  # the stubs lack DocInfo.doctype
+    return bool(docinfo.doctype or docinfo.internalDTD is not None
+                or docinfo.externalDTD is not None)
 
 
 class _XsdResolver(etree.Resolver):
@@ -655,10 +661,7 @@ def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
     except etree.LxmlError:
         return None
     root = kept.root
-    if root is None or kept.started:
-        return None
-    docinfo = cast("Any", root.getroottree().docinfo)
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    if root is None or kept.started or _declares_doctype(root.getroottree()):
         return None
     return CheckedDocument(root_tag=etree.QName(root).localname,
                            employers=tuple(kept.values["EmployerId"]),
