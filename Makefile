@@ -1,6 +1,11 @@
 # flad: the two commands a new user needs are `make demo` and `make test`.
+# `make test PYTHON=/path/to/python3.13` keeps a venv of its own per interpreter
 PYTHON ?= python3
+ifeq ($(PYTHON),python3)
 VENV   ?= .venv
+else
+VENV   ?= .venv-$(notdir $(PYTHON))
+endif
 BIN    := $(VENV)/bin
 
 .PHONY: test lint venv clean demo faults bench

@@ -125,11 +125,19 @@ class DataCache:
             return content
 
 
-class ChannelWorker(threading.Thread):
+class ChannelWorker:
+    """One channel's loop, on a thread of its own.
+
+    It owns its thread rather than being one: a subclass of `threading.Thread` shares
+    its attribute names with the base class, and Python 3.13's `Thread.__init__` sets
+    `_handle`, which once hid this class's method of that name.
+    """
+
     def __init__(self, channel: ChannelConfig, config: Config, journal_: Journal,
                  signer: signing.Signer | None, cache: DataCache, stop: threading.Event, *,
                  once: bool, deadline: float | None) -> None:
-        super().__init__(name=f"channel-{channel.name}", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=f"channel-{channel.name}",
+                                       daemon=True)
         self.channel = channel
         self.config = config
         self.journal = journal_
@@ -154,6 +162,15 @@ class ChannelWorker(threading.Thread):
         self._checked: list[Checked] = []
         self._flight_lock = threading.Lock()
         self.ready = DataCache(limit=_READY_LIMIT_BYTES)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
 
     def run(self) -> None:
         try:
@@ -314,7 +331,7 @@ class ChannelWorker(threading.Thread):
         """
         contents = {sub.id: self.ready.take(sub.id) for sub in subs}
         if len(subs) == 1:
-            return self._handle(subs[0], contents[subs[0].id])
+            return self._send_one(subs[0], contents[subs[0].id])
         broke: list[BaseException] = []
 
         def step() -> None:
@@ -337,7 +354,7 @@ class ChannelWorker(threading.Thread):
             return False
         if broke:
             for sub in subs:
-                if self.stop.is_set() or not self._handle(sub, contents[sub.id]):
+                if self.stop.is_set() or not self._send_one(sub, contents[sub.id]):
                     return False
             return True
         self._archive([s.id for s in subs])
@@ -353,7 +370,7 @@ class ChannelWorker(threading.Thread):
                 self.log.error("archive_failed", submission=sub.id, fi_name=sub.fi_name,
                                error=str(exc))
 
-    def _handle(self, sub: journal.Submission, content: Content | None = None) -> bool:
+    def _send_one(self, sub: journal.Submission, content: Content | None = None) -> bool:
         """Advance one submission; False when the channel cannot go on for now."""
 
         def step() -> None:
