@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flad import config as config_mod
-from flad import identity, signing, xmlcheck
+from flad import identity, signing, strays, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.pipeline import FileChecker, Rejected
 
@@ -139,13 +139,29 @@ def _check_state_dir(config: Config) -> list[Finding]:
     return [Finding("ok", "daemon.state_dir", str(state))]
 
 
+def _check_folder(subject: str, folder: Path) -> Finding:
+    """A folder flad creates at start: say where, and whether it exists yet."""
+    if folder.is_dir():
+        if os.access(folder, os.W_OK | os.X_OK):
+            return Finding("ok", subject, str(folder))
+        return Finding("error", subject, f"{folder} is not writable by this user")
+    if folder.exists() or folder.is_symlink():
+        return Finding("error", subject, f"{folder} exists and is not a folder")
+    existing = next((p for p in folder.parents if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        return Finding("error", subject, f"{folder} does not exist and cannot be created "
+                       f"here ({existing} is not writable by this user)")
+    return Finding("warning", subject, f"{folder} does not exist yet; flad creates it at "
+                   "start (if the name is mistyped, correct it in the configuration)")
+
+
 def _check_channel_offline(ch: ChannelConfig) -> list[Finding]:
     subject = f"channel {ch.name}"
     out: list[Finding] = []
-    for folder in (ch.outbox, ch.inbox):
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        if existing is None or not os.access(existing, os.W_OK):
-            out.append(Finding("error", subject, f"{folder} cannot be created or written"))
+    for key, folder in (("outbox", ch.outbox), ("inbox", ch.inbox)):
+        out.append(_check_folder(f"{subject} {key}", folder))
+    out += [Finding("warning", f"{subject} outbox", stray.line())
+            for stray in strays.find_for(ch)]
     if ch.signing is not None:
         from flad.daemon import load_signer
 

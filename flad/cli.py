@@ -129,21 +129,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 # -- run / status / resend / trust-host --------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flad.daemon import Service  # the service's imports are not needed elsewhere
+    from flad.daemon import Service, StartupError  # not needed by other commands
 
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     try:
         service = Service(config, once=args.once, max_wait=args.max_wait)
         return service.run()
-    except (signing.SigningError, xmlcheck.XmlRejected) as exc:
+    except (signing.SigningError, xmlcheck.XmlRejected, StartupError) as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, sqlite3.Error) as exc:
         where = config.daemon.state_dir
-        logs.get().error("startup_failed", error=str(exc), state_dir=str(where))
-        print(f"flad run: cannot use the state folder {where}: {exc}", file=sys.stderr)
+        path = getattr(exc, "filename", None)
+        logs.get().error("startup_failed", error=str(exc), state_dir=str(where), path=path)
+        what = f"{path}" if path else f"the state folder {where}"
+        print(f"flad run: cannot use {what}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

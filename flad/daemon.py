@@ -21,7 +21,7 @@ from typing import Any
 import tenacity
 
 from flad import config as config_mod
-from flad import journal, logs, sdnotify, signing, xmlcheck
+from flad import journal, logs, sdnotify, signing, strays, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
@@ -463,6 +463,10 @@ class ChannelWorker:
         raise Stopping()
 
 
+class StartupError(Exception):
+    """The service cannot start; the message names the path and the fix."""
+
+
 class Service:
     """`flad run`: the watcher and the channel workers under one roof."""
 
@@ -481,6 +485,9 @@ class Service:
         self.workers: dict[str, ChannelWorker] = {}
         self.watcher: OutboxWatcher | None = None
         self._watch_thread: threading.Thread | None = None
+        self._stray_notices = strays.StrayNotices()
+        self._strays: list[strays.Stray] = []
+        self._next_stray_look = 0.0
 
     # -- start and stop ------------------------------------------------------------
 
@@ -506,11 +513,19 @@ class Service:
         claimer.recover(folders)
         self._finish_interrupted(config, signers)
         self.watcher = OutboxWatcher(config, claimer, self._on_claimed)
-        self.watcher.prepare_folders()
+        try:
+            self.watcher.prepare_folders()
+        except OSError as exc:
+            where = exc.filename or "a drop folder"
+            raise StartupError(
+                f"cannot create the drop folder {where}: {exc.strerror or exc}; create it "
+                "with write access for the user flad runs as, or correct the channel's "
+                "`outbox` in the configuration") from exc
         self._generation_stop = threading.Event()
         deadline = time.monotonic() + self.max_wait if self.once else None
         if self.once:
             self._collect_once(self.watcher)
+            self._look_for_strays()
         else:
             self.watcher.start_watching()
             self._watch_thread = threading.Thread(
@@ -607,6 +622,9 @@ class Service:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            if time.monotonic() >= self._next_stray_look:
+                self._look_for_strays()
+                self._next_stray_look = time.monotonic() + self.config.daemon.rescan_seconds
             if watchdog_every and time.monotonic() >= next_ping:
                 sdnotify.notify("WATCHDOG=1")
                 next_ping = time.monotonic() + watchdog_every
@@ -661,9 +679,21 @@ class Service:
         return (f"{n} channel{'' if n == 1 else 's'}, {queued} queued, "
                 f"{counts.get(journal.FAILED, 0)} failed")
 
+    def _look_for_strays(self) -> None:
+        """Say once per folder that files lie where no application is configured."""
+        try:
+            self._strays = strays.find(self.config)
+        except Exception:  # a look that fails must not stop the service
+            self.log.exception("stray_look_failed")
+            return
+        for stray in self._stray_notices.new(self._strays):
+            self.log.warning("drop_not_watched", channel=stray.channel,
+                             path=str(stray.folder), files=stray.files, fix=stray.fix)
+
     def _once_result(self, started: float) -> int:
         still_open = self.journal.submissions(states=journal.OPEN_STATES)
         failed_now = [s for s in self.journal.submissions(states=(journal.FAILED,))
                       if s.updated_at >= started]
-        self.log.info("once_finished", queued=len(still_open), failed=len(failed_now))
-        return 1 if still_open or failed_now else 0
+        self.log.info("once_finished", queued=len(still_open), failed=len(failed_now),
+                      not_watched=sum(s.files for s in self._strays))
+        return 1 if still_open or failed_now or self._strays else 0

@@ -1,0 +1,102 @@
+"""The mistakes a newcomer makes, and what flad says about them: the path and the fix,
+with an exit status that says it failed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from flad import config as config_mod
+from flad import strays
+from flad.daemon import Service
+from tests.harness import make_install, sample
+from tests.sshd import SshServer
+from tests.test_cli import employer_channel, flad, flad_process, write_config
+
+
+def test_drops_where_no_application_looks_are_named_once(
+        tmp_path: Path, sshd: SshServer, capsys: pytest.CaptureFixture[str]) -> None:
+    inst = make_install(tmp_path, sshd)
+    inst.drop("good.xml", sample(1))
+    inst.drop("q1.xml", sample(2), app="dmfa")      # no dmfa application on this channel
+    (inst.outbox / "test" / "loose.xml").write_bytes(sample(3))  # no application folder
+    (inst.outbox / "stray.xml").write_bytes(sample(4))           # the outbox itself
+    (inst.outbox / "tests" / "fla").mkdir(parents=True)          # misspelt environment
+    (inst.outbox / "tests" / "typo.xml").write_bytes(sample(5))
+    (inst.outbox / "test" / "dmfa" / ".partial.xml.tmp").write_bytes(b"being written")
+
+    found = {s.folder: s for s in strays.find(inst.config)}
+    assert set(found) == {inst.outbox / "test" / "dmfa", inst.outbox / "test",
+                          inst.outbox, inst.outbox / "tests"}
+    assert found[inst.outbox / "test" / "dmfa"].files == 1  # the temporary one is not counted
+    assert "no application 'dmfa'" in found[inst.outbox / "test" / "dmfa"].fix
+    assert "[[channel.application]]" in found[inst.outbox / "test" / "dmfa"].fix
+    assert "'tests' is not an environment" in found[inst.outbox / "tests"].fix
+
+    done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "10")
+    assert done.returncode == 1, done.stdout + done.stderr  # the good file went, the rest did not
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()
+             if line.startswith("{")]
+    notices = [line for line in lines if line["event"] == "drop_not_watched"]
+    assert sorted(n["path"] for n in notices) == sorted(str(p) for p in found)
+    assert [s.drop_name for s in inst.submissions()] == ["good.xml"]
+    assert (inst.outbox / "test" / "dmfa" / "q1.xml").exists()  # never read, never moved
+
+    code, out, _ = flad(capsys, "check", "-c", inst.config_path, "--offline")
+    warned = [line for line in out.splitlines() if "where flad does not look" in line]
+    assert len(warned) == 4, out
+    assert any(f"{inst.outbox}/test/dmfa" in line and "no application 'dmfa'" in line
+               for line in warned)
+
+
+def test_notices_say_each_folder_once_until_it_is_emptied(tmp_path: Path) -> None:
+    one = strays.Stray("acme", tmp_path / "a", 1, "fix")
+    two = strays.Stray("acme", tmp_path / "b", 2, "fix")
+    notices = strays.StrayNotices()
+    assert notices.new([one]) == [one]
+    assert notices.new([one, two]) == [two]
+    assert notices.new([two]) == []
+    assert notices.new([one, two]) == [one]  # it came back: said again
+
+
+def test_an_outbox_that_cannot_be_created_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outbox's parent should be")
+    config = write_config(tmp_path, employer_channel(tmp_path, outbox=blocker / "outbox"))
+    code, _, err = flad(capsys, "run", "-c", config, "--once", "--max-wait", "1")
+    assert code == 2
+    assert f"cannot create the drop folder {blocker}/outbox" in err
+    assert "state folder" not in err
+
+    code, out, _ = flad(capsys, "check", "-c", config, "--offline")
+    assert code == 1
+    assert any(line.startswith("ERROR") and "outbox" in line and str(blocker) in line
+               for line in out.splitlines()), out
+
+
+def test_check_says_where_the_outbox_and_inbox_are_and_if_they_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ch = employer_channel(tmp_path)
+    ch["outbox"] = tmp_path / "acme" / "outbx"  # misspelt: it does not exist yet
+    Path(ch["inbox"]).mkdir(parents=True)
+    config = write_config(tmp_path, ch)
+    code, out, _ = flad(capsys, "check", "-c", config, "--offline")
+    assert code == 0, out
+    assert any(line.startswith("WARNING") and "outbx does not exist yet" in line
+               and "mistyped" in line for line in out.splitlines()), out
+    assert any(line.startswith("OK") and "inbox" in line and str(ch["inbox"]) in line
+               for line in out.splitlines()), out
+    assert not (tmp_path / "acme" / "outbx").exists()  # check creates nothing
+
+
+def test_a_service_start_with_strays_keeps_running(tmp_path: Path, sshd: SshServer) -> None:
+    """Strays are a warning for the service: it goes on sending what it can."""
+    inst = make_install(tmp_path, sshd)
+    inst.drop("q1.xml", sample(2), app="dmfa")
+    service = Service(config_mod.load(inst.config_path), once=True, max_wait=5)
+    assert service.run() == 1
+    assert os.path.exists(inst.outbox / "test" / "dmfa" / "q1.xml")
