@@ -134,7 +134,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
     try:
-        service = Service(config, once=args.once, max_wait=args.max_wait)
+        if args.wait_replies and not args.once:
+            print("flad run: --wait-replies goes with --once (the service always polls)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        service = Service(config, once=args.once, max_wait=args.max_wait,
+                          wait_replies=args.wait_replies)
         return service.run()
     except (signing.SigningError, xmlcheck.XmlRejected, StartupError) as exc:
         logs.get().error("startup_failed", error=str(exc))
@@ -212,6 +217,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
             transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
             try:
                 count = ReplyPoller(channel, db, transport).poll()
+                db.set_channel_state(channel.name, "connected")
                 print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
             except (TransportError, signing.SigningError) as exc:
                 print(f"{channel.name}: {exc}", file=sys.stderr)
@@ -320,11 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the service (in the foreground, as systemd does)",
                        description="Watch the outboxes and send every file dropped there. "
                        "With --once: send what is there now and exit (0 when every file "
-                       "ended sent or rejected, 1 otherwise).")
+                       "ended sent or rejected, 1 otherwise; with --wait-replies, 0 only "
+                       "when every file sent has a positive receipt).")
     with_config(p)
     p.add_argument("--once", action="store_true", help="send what is there now, then exit")
     p.add_argument("--max-wait", type=float, default=60.0, metavar="SECONDS",
                    help="with --once: how long to retry an unreachable server (default 60)")
+    p.add_argument("--wait-replies", type=float, default=0.0, metavar="SECONDS",
+                   help="with --once: after sending, poll the replies until every file "
+                   "sent in this run has its receipt, for at most SECONDS; exit 1 when one "
+                   "is missing or negative")
     p.add_argument("--log-format", choices=config_mod.LOG_FORMATS,
                    help="override daemon.log_format")
     p.set_defaults(func=cmd_run)

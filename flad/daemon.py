@@ -135,7 +135,8 @@ class ChannelWorker:
 
     def __init__(self, channel: ChannelConfig, config: Config, journal_: Journal,
                  signer: signing.Signer | None, cache: DataCache, stop: threading.Event, *,
-                 once: bool, deadline: float | None) -> None:
+                 once: bool, deadline: float | None, wait_replies: float = 0.0,
+                 since: float = 0.0) -> None:
         self.thread = threading.Thread(target=self.run, name=f"channel-{channel.name}",
                                        daemon=True)
         self.channel = channel
@@ -145,6 +146,8 @@ class ChannelWorker:
         self.stop = stop
         self.once = once
         self.deadline = deadline
+        self.wait_replies = wait_replies
+        self.since = since
         self.wake = threading.Event()
         self.transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
         self.pipeline = ChannelPipeline(channel, config.daemon, journal_, self.transport,
@@ -155,6 +158,7 @@ class ChannelWorker:
         self.failed_until = 0.0
         self.gave_up = False
         self._attempts = 0
+        self._connected_noted = False
         self._pool = ThreadPoolExecutor(PREPARE_WORKERS,
                                         thread_name_prefix=f"prepare-{channel.name}")
         # received submissions handed to the pool, until the worker has numbered them
@@ -201,8 +205,9 @@ class ChannelWorker:
             self._number_checked()
             open_now = self.journal.open_states(self.channel.name)
             if self.once:
-                if not open_now:  # everything sent: fetch the replies once, and stop
+                if not open_now:  # everything sent: fetch the replies, and stop
                     self._poll_replies()
+                    self._wait_for_receipts()
                     return
             elif time.monotonic() >= self.next_poll:
                 self._poll_replies()
@@ -320,6 +325,26 @@ class ChannelWorker:
                     self._in_flight.pop(c.sub.id, None)
             self.refill()
 
+    def _awaiting_receipt(self) -> list[journal.Submission]:
+        return [s for s in self.journal.submissions(channel=self.channel.name,
+                                                    states=(journal.SENT,))
+                if (s.sent_at or 0) >= self.since]
+
+    def _wait_for_receipts(self) -> None:
+        """`--once --wait-replies`: poll until what this run sent has its receipt."""
+        if self.wait_replies <= 0:
+            return
+        until = time.monotonic() + self.wait_replies
+        every = max(0.5, min(self.channel.poll_seconds, 5.0))
+        while self._awaiting_receipt() and not self.stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                self.log.warning("receipts_missing", waited_seconds=self.wait_replies,
+                                 submissions=[s.id for s in self._awaiting_receipt()])
+                return
+            self.stop.wait(min(every, left))
+            self._poll_replies()
+
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
         self._guarded(self.poller.poll, None)
@@ -416,8 +441,11 @@ class ChannelWorker:
         except Exception as exc:
             self._fail(sub_id, exc, **which)
             return True
-        if self._attempts:
+        if self._attempts or not self._connected_noted:
+            # a new process clears what an earlier one left (failed, retrying) too
             self.journal.set_channel_state(self.channel.name, "connected")
+            self._connected_noted = True
+        if self._attempts:
             self.log.info("channel_recovered", attempts=self._attempts)
             self._attempts = 0
         return True
@@ -471,11 +499,13 @@ class Service:
     """`flad run`: the watcher and the channel workers under one roof."""
 
     def __init__(self, config: Config, *, once: bool = False, max_wait: float = 60.0,
-                 install_signals: bool = True) -> None:
+                 wait_replies: float = 0.0, install_signals: bool = True) -> None:
         self.config = config
         self.install_signals = install_signals
         self.once = once
         self.max_wait = max_wait
+        self.wait_replies = wait_replies
+        self._started = time.time()
         self.log = logs.get("flad.daemon")
         self.cache = DataCache()
         self.journal = Journal(journal_path(config))
@@ -534,7 +564,8 @@ class Service:
             self._watch_thread.start()
         self.workers = {
             ch.name: ChannelWorker(ch, config, self.journal, signers[ch.name], self.cache,
-                                   self._generation_stop, once=self.once, deadline=deadline)
+                                   self._generation_stop, once=self.once, deadline=deadline,
+                                   wait_replies=self.wait_replies, since=self._started)
             for ch in config.channels
         }
         for worker in self.workers.values():
@@ -602,7 +633,7 @@ class Service:
     # -- running -------------------------------------------------------------------
 
     def run(self) -> int:
-        started = time.time()
+        started = self._started = time.time()
         if not self.once and self.install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -694,6 +725,16 @@ class Service:
         still_open = self.journal.submissions(states=journal.OPEN_STATES)
         failed_now = [s for s in self.journal.submissions(states=(journal.FAILED,))
                       if s.updated_at >= started]
+        not_taken = self.watcher.claimer.failures if self.watcher is not None else 0
+        if self.wait_replies > 0:
+            this_run = [s for s in self.journal.submissions(since=started)
+                        if (s.sent_at or 0) >= started]
+            unanswered = [s.id for s in this_run if s.state == journal.SENT]
+            refused = [s.id for s in this_run if s.state == journal.REFUSED]
+            if unanswered or refused:
+                self.log.warning("once_receipts", without_receipt=unanswered,
+                                 refused=refused)
+                failed_now += [s for s in this_run if s.id in unanswered + refused]
         self.log.info("once_finished", queued=len(still_open), failed=len(failed_now),
-                      not_watched=sum(s.files for s in self._strays))
-        return 1 if still_open or failed_now or self._strays else 0
+                      not_watched=sum(s.files for s in self._strays), not_taken=not_taken)
+        return 1 if still_open or failed_now or self._strays or not_taken else 0

@@ -113,6 +113,8 @@ class Claimer:
         self.journal = journal
         self.spool = config.daemon.state_dir / "spool"
         self.log = logs.get("flad.outbox")
+        #: files left in the outbox because they could not be taken (`--once` fails)
+        self.failures = 0
 
     def spool_dir(self, folder: DropFolder) -> Path:
         return self.spool / folder.channel / folder.environment / folder.application
@@ -158,7 +160,8 @@ class Claimer:
             log.info("file_vanished")
             return None
         except OSError as exc:
-            log.warning("file_unreadable", error=exc.strerror)
+            self.failures += 1
+            log.warning("file_unreadable", path=str(path), error=exc.strerror)
             return None
         if not stat.S_ISREG(st.st_mode):
             self._refuse_special(folder, path, st.st_mode, log)
@@ -171,8 +174,12 @@ class Claimer:
             log.info("file_vanished")
             return None
         except OSError as exc:
-            log.warning("claim_failed", error=exc.strerror, reason="the file could not be "
-                        "moved out of the outbox; it stays there and is tried again")
+            self.failures += 1
+            log.warning("claim_failed", path=str(path), spool=str(target),
+                        error=exc.strerror, reason="the file could not be moved out of the "
+                        "outbox into the spool; it stays there and is tried again",
+                        fix="flad's user needs write access to the drop folder and to "
+                        "the state folder")
             return None
         return target
 
@@ -224,7 +231,9 @@ class Claimer:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("claim_failed", error=exc.strerror, reason=reason)
+            self.failures += 1
+            log.warning("claim_failed", path=str(path), rejected=str(target),
+                        error=exc.strerror, reason=reason)
             return None
         durable.write_file(target.with_name(target.name + ".reason.txt"),
                            (reason + "\n").encode())
@@ -514,7 +523,8 @@ class OutboxWatcher:
             try:
                 claimed = self.claimer.claim_many(folder, paths)
             except Exception as exc:  # one bad entry never stops the watcher
-                self.log.error("claim_failed", channel=folder.channel,
+                self.claimer.failures += 1
+                self.log.error("claim_failed", channel=folder.channel, path=str(folder.path),
                                drop_name=paths[0].name if len(paths) == 1 else None,
                                files=len(paths), error=str(exc) or type(exc).__name__)
                 continue

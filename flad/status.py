@@ -40,7 +40,9 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _short(ts: float | None) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S") if ts else "-"
+    if not ts:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from flad import config as config_mod
-from flad import strays
+from flad import journal, strays
 from flad.daemon import Service
+from tests import configs
 from tests.harness import make_install, sample
+from tests.sandboxed import sandboxed_install
 from tests.sshd import SshServer
 from tests.test_cli import employer_channel, flad, flad_process, write_config
 
@@ -45,7 +48,7 @@ def test_drops_where_no_application_looks_are_named_once(
     assert [s.drop_name for s in inst.submissions()] == ["good.xml"]
     assert (inst.outbox / "test" / "dmfa" / "q1.xml").exists()  # never read, never moved
 
-    code, out, _ = flad(capsys, "check", "-c", inst.config_path, "--offline")
+    _, out, _ = flad(capsys, "check", "-c", inst.config_path, "--offline")
     warned = [line for line in out.splitlines() if "where flad does not look" in line]
     assert len(warned) == 4, out
     assert any(f"{inst.outbox}/test/dmfa" in line and "no application 'dmfa'" in line
@@ -100,3 +103,70 @@ def test_a_service_start_with_strays_keeps_running(tmp_path: Path, sshd: SshServ
     service = Service(config_mod.load(inst.config_path), once=True, max_wait=5)
     assert service.run() == 1
     assert os.path.exists(inst.outbox / "test" / "dmfa" / "q1.xml")
+
+
+def test_a_file_that_cannot_be_taken_fails_once_and_names_the_path(tmp_path: Path,
+                                                                   sshd: SshServer) -> None:
+    inst = make_install(tmp_path, sshd)
+    dropped = inst.drop("a.xml", sample(1))
+    spool = tmp_path / "state" / "spool"
+    spool.mkdir(parents=True)
+    (spool / "acme").write_text("a file where the channel's spool folder should be")
+    done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "3")
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()
+             if line.startswith("{")]
+    failed = [line for line in lines if line["event"] == "claim_failed"]
+    assert failed and all(line.get("path") for line in failed), lines
+    assert dropped.exists()  # left where it was, for the next run
+    assert inst.submissions() == []
+
+
+def test_status_forgets_a_failure_once_a_later_run_connects(
+        tmp_path: Path, sshd: SshServer, capsys: pytest.CaptureFixture[str]) -> None:
+    inst = make_install(tmp_path, sshd)
+    good_key = inst.channel["sftp"]["private_key"]
+    stranger = configs.ssh_key(tmp_path / "stranger")
+    inst.channel["sftp"]["private_key"] = stranger
+    inst.rewrite()
+    inst.drop("a.xml", sample(1))
+    assert inst.run_once(max_wait=3) == 1
+    _, out, _ = flad(capsys, "status", "-c", inst.config_path)
+    assert "channel acme: FAILED" in out, out
+
+    inst.channel["sftp"]["private_key"] = good_key
+    inst.rewrite()
+    assert inst.run_once(max_wait=10) == 0
+    _, out, _ = flad(capsys, "status", "-c", inst.config_path)
+    assert "FAILED" not in out, out
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+", out), out  # year and zone
+
+
+def test_once_waits_for_the_receipts_of_what_it_sent(tmp_path: Path) -> None:
+    with sandboxed_install(tmp_path) as (inst, _):
+        inst.drop("a.xml", sample(1))
+        done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "10",
+                            "--wait-replies", "30")
+        assert done.returncode == 0, done.stdout + done.stderr
+        [sub] = inst.submissions()
+        assert sub.state in (journal.ACKNOWLEDGED, journal.NOTIFIED), sub
+        assert sub.receipt_result == 1
+        assert any(p.name.startswith("GO.ACRF.") for p in (inst.inbox / "test").iterdir())
+
+
+def test_once_says_when_no_receipt_came(tmp_path: Path, sshd: SshServer) -> None:
+    """A plain SFTP server never answers: --wait-replies ends in time, and fails."""
+    inst = make_install(tmp_path, sshd)
+    inst.drop("a.xml", sample(1))
+    done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "10",
+                        "--wait-replies", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert '"receipts_missing"' in done.stdout + done.stderr
+    assert [s.state for s in inst.submissions()] == [journal.SENT]
+
+
+def test_wait_replies_goes_with_once(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, employer_channel(tmp_path))
+    code, _, err = flad(capsys, "run", "-c", config, "--wait-replies", "5")
+    assert code == 2 and "--wait-replies goes with --once" in err
