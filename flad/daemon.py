@@ -151,7 +151,7 @@ class ChannelWorker:
         self.wake = threading.Event()
         self.transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
         self.pipeline = ChannelPipeline(channel, config.daemon, journal_, self.transport,
-                                        signer)
+                                        signer, config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)
         self.poller = ReplyPoller(channel, journal_, self.transport)
         self.next_poll = 0.0

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,8 +105,11 @@ class ChannelPipeline:
 
     def __init__(self, channel: ChannelConfig, daemon: DaemonConfig, journal_: Journal,
                  transport: SftpChannel, signer: signing.Signer | None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 config_path: Path | None = None) -> None:
         self.channel = channel
+        #: named in the commands that reasons suggest, so that they work as printed
+        self.config_arg = shlex.quote(str(config_path)) if config_path else "CONFIG"
         self.daemon = daemon
         self.journal = journal_
         self.transport = transport
@@ -248,7 +252,8 @@ class ChannelPipeline:
                 when = datetime.datetime.fromtimestamp(earlier.received_at)
                 self.reject(sub, f"the same content was already sent as {earlier.fi_name} "
                                  f"on {when:%Y-%m-%d %H:%M} (submission {earlier.id}); to "
-                                 f"send it again anyway: flad resend {sub.id}")
+                                 f"send it again anyway: flad resend -c "
+                                 f"{self.config_arg} {sub.id}")
                 continue
             faults.point("after_sequence")
             new = outcome.prepared

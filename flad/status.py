@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,4 +131,4 @@ def resend(config: Config, db: Journal, sub_id: int) -> str:
         reason_file.unlink(missing_ok=True)
     db.requeue(sub_id, str(target), force=True)
     return (f"submission {sub_id} ({sub.drop_name}) is queued again; the running service "
-            "sends it, or run: flad run --once")
+            f"sends it, or run: flad run -c {shlex.quote(str(config.path))} --once")

@@ -95,7 +95,7 @@ def test_identical_files_dropped_together_are_sent_once(tmp_path: Path, sshd: Ss
         assert dup.error is not None
         assert f"the same content was already sent as {sent.fi_name}" in dup.error
         assert f"(submission {sent.id})" in dup.error
-        assert f"flad resend {dup.id}" in dup.error
+        assert f"flad resend -c {inst.config_path} {dup.id}" in dup.error
         assert (rejected_dir / dup.drop_name).read_bytes() == sample(100 + i, size)
         reason = (rejected_dir / f"{dup.drop_name}.reason.txt").read_text()
         assert reason == dup.error + "\n"

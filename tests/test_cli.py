@@ -685,6 +685,7 @@ def test_resend_a_rejected_file(tmp_path: Path, sshd: SshServer,
     assert sub.state == journal.REJECTED
     code, out, _ = flad(capsys, "resend", "-c", inst.config_path, sub.id)
     assert code == 0 and f"submission {sub.id} (a.xml) is queued again" in out
+    assert f"flad run -c {inst.config_path} --once" in out  # a hint that works as printed
     assert inst.submissions()[0].state == journal.RECEIVED
     code, _, err = flad(capsys, "resend", "-c", inst.config_path, sub.id)
     assert code == 1 and "is received" in err

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from flad import config as config_mod
 from flad import journal, strays
+from flad.cli import main
 from flad.daemon import Service
 from tests import configs
+from tests.certs import write_test_signer
 from tests.harness import make_install, sample
 from tests.sandboxed import sandboxed_install
 from tests.sshd import SshServer
@@ -170,3 +173,22 @@ def test_wait_replies_goes_with_once(tmp_path: Path,
     config = write_config(tmp_path, employer_channel(tmp_path))
     code, _, err = flad(capsys, "run", "-c", config, "--wait-replies", "5")
     assert code == 2 and "--wait-replies goes with --once" in err
+
+
+def test_the_readme_openssl_check_works_on_a_cr76_signature(tmp_path: Path) -> None:
+    """The commands as README prints them, on an FS in 76-character lines."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```sh\n(base64 -d[^`]*?)```", readme)
+    assert block, "README has no openssl check"
+    signer = write_test_signer(tmp_path / "signer")
+    data = tmp_path / "FILE"
+    data.write_bytes(sample(1))
+    fs = tmp_path / "FILE.fs"
+    code = main(["sign", "--cert", str(signer.cert_path), "--key", str(signer.key_path),
+                 "--line-format", "cr76", str(data), "-o", str(fs)])
+    assert code == 0 and b"\r" in fs.read_bytes()
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.group(1)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "Verification successful" in done.stderr
+    assert "FLADeclaration" not in done.stdout  # the content is not printed

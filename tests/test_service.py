@@ -150,7 +150,7 @@ def test_duplicate_is_refused_then_resent_on_request(tmp_path: Path, sshd: SshSe
     first = next(s for s in inst.submissions() if s.drop_name == "a.xml")
     assert dup.state == journal.REJECTED
     assert dup.error and f"already sent as {first.fi_name}" in dup.error
-    assert f"flad resend {dup.id}" in dup.error
+    assert f"flad resend -c {inst.config_path} {dup.id}" in dup.error
 
     assert main(["resend", "-c", str(inst.config_path), str(dup.id)]) == 0
     assert inst.run_once() == 0
