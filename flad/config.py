@@ -9,6 +9,7 @@ the key; all problems are collected so that `flad check` can list them at once.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -33,6 +34,13 @@ DEFAULT_PORT = 8022
 _APP_CODE = re.compile(r"[A-Z0-9]{4}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SECRET_KEYS = ("passphrase", "password", "secret")
+
+
+#: How a TOML value's type is named to someone who wrote the file.
+_KIND_NAMES: dict[type, str] = {
+    int: "a whole number", float: "a number", str: "a text in quotes",
+    bool: "true or false", list: "a list [...]", dict: "a table",
+}
 
 
 class ConfigError(Exception):
@@ -156,7 +164,8 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            self.problem(full, f"must be a {kind.__name__}, got {type(value).__name__}")
+            self.problem(full, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got "
+                         f"{_KIND_NAMES.get(type(value), type(value).__name__)} {value!r}")
             return default
         return value
 
@@ -201,7 +210,9 @@ class _Reader:
                              "put it in a file named by passphrase_file, or in a systemd "
                              "credential named by passphrase_credential")
             else:
-                self.problem(f"{prefix}{key}", "unknown key")
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problem(f"{prefix}{key}", f"unknown key{hint}")
 
     # -- files ---------------------------------------------------------------------
 

@@ -229,8 +229,20 @@ def test_employer_may_not_have_mandates(tmp_path: Path) -> None:
 def test_unknown_keys_and_bad_types_name_the_key(tmp_path: Path) -> None:
     ch = configs.channel(tmp_path, production="yes", colour="blue")
     problems = load_problems(configs.write(tmp_path, [ch]))
-    assert any("channel 'acme': production: must be a bool, got str" in p for p in problems)
-    assert any("channel 'acme': colour: unknown key" in p for p in problems)
+    assert any("channel 'acme': production: must be true or false, got a text in quotes "
+               "'yes'" in p for p in problems), problems
+    assert any(p.endswith("channel 'acme': colour: unknown key") for p in problems), problems
+
+
+def test_a_misspelt_key_gets_a_suggestion(tmp_path: Path) -> None:
+    ch = configs.channel(tmp_path, sign_tests_files=True)
+    problems = load_problems(configs.write(tmp_path, [ch]))
+    assert any("sign_tests_files: unknown key (did you mean 'sign_test_files'?)" in p
+               for p in problems), problems
+    ch = configs.channel(tmp_path, poll_seconds="5")
+    problems = load_problems(configs.write(tmp_path, [ch]))
+    assert any("poll_seconds: must be a number, got a text in quotes '5'" in p
+               for p in problems), problems
 
 
 def test_bad_xpath_is_refused_at_load(tmp_path: Path) -> None:
