@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,9 @@ def validate_file(config: Config, path: Path, *, channel: str | None,
                              "--app")
     application = ch.application(app_name)
     if application is None:
-        raise UsageError(f"channel {ch.name} has no application {app_name!r}")
+        known = ", ".join(a.name for a in ch.applications) or "none"
+        raise UsageError(f"channel {ch.name} has no application {app_name!r}; its "
+                         f"applications: {known}")
     try:
         if path.is_symlink() or not path.is_file():
             return FileVerdict(False, "not a regular file", ())
@@ -96,7 +99,7 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
                             f"{len(config.channels)} channel(s)"))
     findings += _check_state_dir(config)
     for channel in config.channels:
-        findings += _check_channel_offline(channel)
+        findings += _check_channel_offline(channel, config.path)
         if not offline:
             findings += _check_channel_online(channel)
     return findings
@@ -155,7 +158,7 @@ def _check_folder(subject: str, folder: Path) -> Finding:
                    "start (if the name is mistyped, correct it in the configuration)")
 
 
-def _check_channel_offline(ch: ChannelConfig) -> list[Finding]:
+def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding]:
     subject = f"channel {ch.name}"
     out: list[Finding] = []
     for key, folder in (("outbox", ch.outbox), ("inbox", ch.inbox)):
@@ -196,7 +199,7 @@ def _check_channel_offline(ch: ChannelConfig) -> list[Finding]:
     if not ch.sftp.known_hosts.is_file():
         out.append(Finding("warning", f"{subject} sftp", f"known_hosts "
                            f"{ch.sftp.known_hosts} does not exist yet: run flad trust-host "
-                           f"-c CONFIG {ch.name}"))
+                           f"-c {shlex.quote(str(config_path))} {ch.name}"))
     if ch.quality in identity.MANDATARY_QUALITIES and ch.mandates is not None:
         out.append(Finding("ok", f"{subject} mandates", f"{len(ch.mandates)} mandate(s)"))
     return out

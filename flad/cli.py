@@ -117,6 +117,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # -- check -------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # the findings say all there is; the service's log lines would only interleave
+    logs.configure("console", "error")
     findings = checkup.check_all(args.config, offline=args.offline)
     for finding in findings:
         print(finding.line())

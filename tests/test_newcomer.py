@@ -192,3 +192,25 @@ def test_the_readme_openssl_check_works_on_a_cr76_signature(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "Verification successful" in done.stderr
     assert "FLADeclaration" not in done.stdout  # the content is not printed
+
+
+def test_check_prints_findings_only_and_hints_with_the_real_path(
+        tmp_path: Path, sshd: SshServer) -> None:
+    inst = make_install(tmp_path, sshd)
+    done = flad_process("check", "-c", inst.config_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not [line for line in (done.stdout + done.stderr).splitlines()
+                if line.startswith("{")], done.stdout + done.stderr
+    (tmp_path / "known_hosts").unlink()
+    done = flad_process("check", "-c", inst.config_path, "--offline")
+    assert f"run flad trust-host -c {inst.config_path} acme" in done.stdout
+
+
+def test_validate_with_an_unknown_application_lists_the_known_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, employer_channel(tmp_path))
+    data = tmp_path / "a.xml"
+    data.write_bytes(sample(1))
+    code, _, err = flad(capsys, "validate", "-c", config, "--app", "dmfa", data)
+    assert code == 2, err
+    assert "no application 'dmfa'; its applications: fla" in err
