@@ -15,6 +15,7 @@ from flad import __version__, checkup, logs, setup_assistant, signing, status, x
 from flad import config as config_mod
 from flad.journal import Journal
 from flad.sandbox import command as sandbox_command
+from flad.statelock import StateLock, StateLocked
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -143,6 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         service = Service(config, once=args.once, max_wait=args.max_wait,
                           wait_replies=args.wait_replies)
         return service.run()
+    except StateLocked as exc:
+        logs.get().error("state_folder_locked", error=str(exc))
+        print(f"flad run: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     except (signing.SigningError, xmlcheck.XmlRejected, StartupError) as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
@@ -210,6 +215,12 @@ def cmd_replies(args: argparse.Namespace) -> int:
 
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    lock = StateLock(config.daemon.state_dir)
+    try:
+        lock.acquire("replies")
+    except StateLocked as exc:
+        print(f"flad replies: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     db = Db(config.daemon.state_dir / "journal.sqlite3")
     code = EXIT_OK
     try:
@@ -228,6 +239,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
                 transport.close()
     finally:
         db.close()
+        lock.release()
     return code
 
 

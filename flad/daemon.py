@@ -27,6 +27,7 @@ from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
 from flad.pipeline import ChannelPipeline, Checked, Content, FileChecker
 from flad.replies import ReplyPoller
+from flad.statelock import StateLock, StateLocked
 from flad.transport import PermanentTransportError, SftpChannel, SftpSettings, TransportError
 
 STOP_GRACE_SECONDS = 9.0
@@ -633,6 +634,19 @@ class Service:
     # -- running -------------------------------------------------------------------
 
     def run(self) -> int:
+        """Run under the state folder's lock; `StateLocked` when another flad holds it."""
+        lock = StateLock(self.config.daemon.state_dir)
+        try:
+            lock.acquire("run --once" if self.once else "run")
+        except StateLocked:
+            self.journal.close()
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> int:
         started = self._started = time.time()
         if not self.once and self.install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
