@@ -8,7 +8,7 @@ VENV   ?= .venv-$(notdir $(PYTHON))
 endif
 BIN    := $(VENV)/bin
 
-.PHONY: test lint venv clean demo faults bench
+.PHONY: test lint venv clean demo faults bench test-paramiko-oldest
 
 $(BIN)/flad: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ venv: $(BIN)/flad
 
 test: venv
 	$(BIN)/pytest -q
+
+# the remote and service tests on the oldest paramiko pyproject allows (make test has the newest)
+PARAMIKO_OLDEST ?= 3.4.1
+test-paramiko-oldest:
+	$(PYTHON) -m venv .venv-paramiko-oldest
+	.venv-paramiko-oldest/bin/pip install --quiet --upgrade pip
+	.venv-paramiko-oldest/bin/pip install --quiet -e '.[test]' 'paramiko==$(PARAMIKO_OLDEST)'
+	.venv-paramiko-oldest/bin/pytest -q tests/test_remote_compat.py tests/test_remote_sftp.py \
+		tests/test_remote_wire.py tests/test_service.py tests/test_batches.py
 
 # the crash, network and hostile-input suites in full; prints the scoreboard at the end
 faults: venv

@@ -98,6 +98,7 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
     findings.append(Finding("ok", "configuration", f"{config.path}: "
                             f"{len(config.channels)} channel(s)"))
     findings += _check_state_dir(config)
+    findings.append(_check_paramiko())
     for channel in config.channels:
         findings += _check_channel_offline(channel, config.path)
         if not offline:
@@ -132,6 +133,17 @@ def _certificates_of_broken_config(path: Path) -> list[Finding]:
             out.append(Finding("error", subject, f"certificate {cert_path} is not valid "
                                f"before {certificate.not_valid_before_utc:%Y-%m-%d}"))
     return out
+
+
+def _check_paramiko() -> Finding:
+    from flad.remote import RemoteIncompatible, paramiko_compat
+
+    try:
+        paramiko_compat.self_check()
+    except RemoteIncompatible as exc:
+        return Finding("error", "paramiko", str(exc))
+    return Finding("ok", "paramiko", f"{paramiko_compat.paramiko_version()} (flad is tested "
+                   f"with {paramiko_compat.SUPPORTED})")
 
 
 def _check_state_dir(config: Config) -> list[Finding]:
@@ -207,7 +219,7 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
 
 def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
     from flad.daemon import sftp_settings
-    from flad.transport import SftpChannel, TransportError
+    from flad.remote import SftpChannel, TransportError
 
     subject = f"channel {ch.name} sftp"
     transport = SftpChannel(sftp_settings(ch), channel_name=ch.name)

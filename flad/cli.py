@@ -133,6 +133,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flad.daemon import Service, StartupError  # not needed by other commands
+    from flad.remote import RemoteIncompatible
 
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
@@ -148,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         logs.get().error("state_folder_locked", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    except (signing.SigningError, xmlcheck.XmlRejected, StartupError) as exc:
+    except (signing.SigningError, xmlcheck.XmlRejected, StartupError,
+            RemoteIncompatible) as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -210,8 +212,8 @@ def cmd_resend(args: argparse.Namespace) -> int:
 def cmd_replies(args: argparse.Namespace) -> int:
     from flad.daemon import sftp_settings
     from flad.journal import Journal as Db
+    from flad.remote import SftpChannel, TransportError
     from flad.replies import ReplyPoller
-    from flad.transport import SftpChannel, TransportError
 
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
@@ -244,7 +246,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
 
 
 def cmd_trust_host(args: argparse.Namespace) -> int:
-    from flad import transport
+    from flad import remote
 
     config = _config(args.config)
     channel = config.channel(args.channel)
@@ -255,12 +257,12 @@ def cmd_trust_host(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     s = channel.sftp
     try:
-        key = transport.fetch_host_key(s.host, s.port, s.connect_timeout)
-    except transport.TransportError as exc:
+        key = remote.fetch_host_key(s.host, s.port, s.connect_timeout)
+    except remote.TransportError as exc:
         print(f"flad trust-host: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     print(f"{s.host}:{s.port} presents a {key.get_name()} key, fingerprint "
-          f"{transport.fingerprint(key)}")
+          f"{remote.fingerprint(key)}")
     if not args.yes:
         if not sys.stdin.isatty():
             print("compare it with the fingerprint your administrator published, then run "
@@ -270,8 +272,8 @@ def cmd_trust_host(args: argparse.Namespace) -> int:
             print("not recorded")
             return EXIT_PROBLEM
     try:
-        transport.add_known_host(s.known_hosts, s.host, s.port, key)
-    except transport.HostKeyMismatch as exc:
+        remote.add_known_host(s.known_hosts, s.host, s.port, key)
+    except remote.HostKeyMismatch as exc:
         print(f"flad trust-host: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except OSError as exc:

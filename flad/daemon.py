@@ -26,9 +26,16 @@ from flad.config import ChannelConfig, Config
 from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
 from flad.pipeline import ChannelPipeline, Checked, Content, FileChecker
+from flad.remote import (
+    PermanentTransportError,
+    RemoteIncompatible,
+    SftpChannel,
+    SftpSettings,
+    TransportError,
+    paramiko_compat,
+)
 from flad.replies import ReplyPoller
 from flad.statelock import StateLock, StateLocked
-from flad.transport import PermanentTransportError, SftpChannel, SftpSettings, TransportError
 
 STOP_GRACE_SECONDS = 9.0
 #: Files checked and signed at once per channel, while the channel's connection uploads.
@@ -637,8 +644,9 @@ class Service:
         """Run under the state folder's lock; `StateLocked` when another flad holds it."""
         lock = StateLock(self.config.daemon.state_dir)
         try:
+            paramiko_compat.self_check()  # before anything is taken: fail loudly, now
             lock.acquire("run --once" if self.once else "run")
-        except StateLocked:
+        except (StateLocked, RemoteIncompatible):
             self.journal.close()
             raise
         try:

@@ -24,7 +24,7 @@ from lxml import etree
 from flad import durable, faults, identity, journal, logs, memory, outbox, signing, xmlcheck
 from flad.config import ApplicationConfig, ChannelConfig, DaemonConfig
 from flad.journal import Journal, Submission
-from flad.transport import RemotePermissionDenied, SftpChannel
+from flad.remote import Remote, RemotePermissionDenied
 
 ENV_LETTER = {"test": "T", "production": "R"}
 REMOTE_IN = {"test": "INTEST", "production": "IN"}
@@ -104,7 +104,7 @@ class ChannelPipeline:
     """The steps of one channel; a worker calls `advance` until nothing is open."""
 
     def __init__(self, channel: ChannelConfig, daemon: DaemonConfig, journal_: Journal,
-                 transport: SftpChannel, signer: signing.Signer | None, *,
+                 transport: Remote, signer: signing.Signer | None, *,
                  clock: Callable[[], float] = time.time,
                  config_path: Path | None = None) -> None:
         self.channel = channel

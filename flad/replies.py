@@ -24,7 +24,7 @@ from lxml import etree
 from flad import durable, faults, logs, naming, signing, xmlcheck
 from flad.config import ChannelConfig
 from flad.journal import Journal
-from flad.transport import SftpChannel
+from flad.remote import Remote
 
 #: Remote reply folder per local environment.
 REMOTE_OUT = {"test": "OUTTEST", "production": "OUT"}
@@ -112,7 +112,7 @@ class ReplyPoller:
 
     channel: ChannelConfig
     journal: Journal
-    transport: SftpChannel
+    transport: Remote
     clock: Callable[[], float] = time.time
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flad.config import load
 from flad.daemon import sftp_settings
 from flad.journal import Journal
+from flad.remote import SftpChannel
 from flad.replies import ReplyPoller
-from flad.transport import SftpChannel
 from tests.harness import Install
 from tests.sshd import SshServer
 

@@ -20,7 +20,7 @@ from flad import journal, naming, signing
 from flad.daemon import BATCH_FILES
 from flad.journal import Submission
 from flad.outbox import BIG_FILE_BYTES
-from flad.transport import RemotePermissionDenied, SftpChannel, SftpSettings, TransportError
+from flad.remote import RemotePermissionDenied, SftpChannel, SftpSettings, TransportError
 from tests.harness import Install, Running, make_install, sample, wait_for
 from tests.sshd import SshServer
 

@@ -16,8 +16,8 @@ from flad.cli import main
 from flad.config import load
 from flad.daemon import sftp_settings
 from flad.journal import Journal
+from flad.remote import SftpChannel
 from flad.replies import ReplyPoller, parse_notification, parse_receipt
-from flad.transport import SftpChannel
 from tests.certs import write_test_signer
 from tests.harness import make_install, sample
 from tests.replysets import acrf, noti, poll, put_set

@@ -1,4 +1,4 @@
-"""flad.transport against a real OpenSSH server (tests/sshd.py): nothing mocked."""
+"""flad.remote.sftp against a real OpenSSH server (tests/sshd.py): nothing mocked."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from flad.transport import (
+from flad.remote import (
     AuthenticationFailed,
     HostKeyMismatch,
     HostKeyUnknown,

@@ -1,21 +1,20 @@
-"""SFTP requests as flad sends them over paramiko's session: pipelined, held, large.
+"""Every use of paramiko's private API, in one place, checked at start-up.
 
-paramiko sends each SFTP request through several layers of messages, each copying the
-data, and sizes nothing by what the server accepts. An upload is where that costs: it
-is CPU-bound in paramiko. So flad learns the server's limits (OpenSSH's
-`limits@openssh.com`, announced in its VERSION) and, where the server allows it, sends
-writes of up to 255 KiB: one status to read per 255 KiB instead of per 32 KiB, and the
-data handed to the SSH channel as views, not copies. A server that announces no limits
-gets writes that fit one SSH packet, the size every server accepts.
+flad needs three things paramiko does not offer publicly: the extensions a server
+announces in its SFTP VERSION (`limits@openssh.com`, for large writes), requests sent
+whole under one lock and pipelined with every answer checked (`Replies`), and the
+legacy "ssh-rsa" user-key signature the platform asks for. Each leans on names paramiko
+may rename in any release. `self_check()` looks for every one of them before the first
+connection and fails loudly, naming the installed version, instead of letting a rename
+show up as every file failing or a transient error retried for ever. `pyproject.toml`
+bounds paramiko to the versions CI runs the transport tests on.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from importlib import metadata
 from typing import Any
 
 import paramiko
@@ -32,33 +31,70 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-#: Read from and write to local files in pieces of this size.
-LOCAL_CHUNK = 1024 * 1024
-#: At most 32 KiB of data per write to a server that announces no limits (the size
-#: every server accepts), less when that makes the whole request fit one SSH packet.
-BASIC_WRITE_DATA = 2**15
-#: The most data flad puts in one write, whatever the server allows (OpenSSH: 255 KiB).
-MAX_WRITE_DATA = 255 * 1024
-#: Announced limits that would make writes smaller than this are taken as broken.
-MIN_WRITE_DATA = 1024
-#: The most writes flad keeps unacknowledged, however small they are.
-MAX_WRITES_IN_FLIGHT = 64
-#: Header of a write request: length, type, id, handle length, offset, data length.
-WRITE_HEADER = 4 + 1 + 4 + 4 + 8 + 4
-MAX_HANDLE = 256  # the protocol's longest handle
-#: Room kept in an SSH packet for the channel's own header, padding and MAC.
-SSH_PACKET_OVERHEAD = 64
-#: Requests smaller than this are held and sent together, up to this many bytes at once.
-COALESCE_BYTES = 16 * 1024
-#: Unacknowledged write data per upload. Enough to keep a link full up to 1 MiB per
-#: round trip (100 Mbit/s at 80 ms); against OpenSSH, whose window is 2 MiB, more
-#: made sshd's buffers grow on each new connection (tens of thousands of page faults)
-#: and a 50 MiB upload took 0.45-0.6 s instead of 0.3.
-WRITE_BYTES_IN_FLIGHT = 1024 * 1024
-LIMITS_EXTENSION = "limits@openssh.com"
+from flad.remote.errors import RemoteIncompatible
+from flad.remote.wire import (
+    COALESCE_BYTES,
+    LIMITS_EXTENSION,
+    SSH_PACKET_OVERHEAD,
+    Limits,
+    send_view,
+)
+
+#: The paramiko releases CI runs the transport tests on (pyproject bounds the same).
+SUPPORTED = ">=3.4,<5.2"
 _SFTP_VERSION = 3
 
-PutSource = Path | bytes
+#: Private (or overridden) names flad uses, per paramiko class.
+PRIVATE_CLASS_NAMES: dict[type, tuple[str, ...]] = {
+    paramiko.SFTPClient: ("_write_all", "_send_version", "_send_packet", "_read_packet",
+                          "_request", "_async_request", "_read_response",
+                          "_convert_status", "_adjust_cwd"),
+    SFTPAttributes: ("_from_msg",),
+    paramiko.Transport: ("preferred_pubkeys",),
+}
+#: Attributes paramiko's SFTPClient sets on each instance that flad uses.
+PRIVATE_INSTANCE_NAMES = ("_lock", "request_number", "_expecting", "sock")
+
+
+def paramiko_version() -> str:
+    try:
+        return metadata.version("paramiko")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return str(getattr(paramiko, "__version__", "unknown"))
+
+
+def incompatible(what: str) -> RemoteIncompatible:
+    return RemoteIncompatible(
+        f"the installed paramiko {paramiko_version()} {what}; flad is tested with paramiko "
+        f"{SUPPORTED}: install one of those (pip install 'paramiko{SUPPORTED}')")
+
+
+def self_check() -> None:
+    """Raise `RemoteIncompatible` when a private name flad relies on is missing."""
+    missing = [f"{cls.__name__}.{name}" for cls, names in PRIVATE_CLASS_NAMES.items()
+               for name in names if not hasattr(cls, name)]
+    if missing:
+        raise incompatible(f"lacks {', '.join(missing)}, which flad uses")
+
+
+class LegacyAwareTransport(paramiko.Transport):
+    """paramiko's Transport, able to sign with the legacy "ssh-rsa" user-key algorithm.
+
+    With `legacy_ssh_rsa`, "ssh-rsa" comes first for RSA user keys: it is used whenever
+    the server lists it in server-sig-algs, or lists nothing; a server that lists only
+    SHA-2 algorithms still gets SHA-2. (OpenSSH lists every algorithm it knows there,
+    including ones its PubkeyAcceptedAlgorithms refuses, so "prefer SHA-2 when listed"
+    would fail against a server that accepts only ssh-rsa.)
+    """
+
+    legacy_ssh_rsa = False
+
+    @property
+    def preferred_pubkeys(self) -> tuple[str, ...]:
+        algorithms = tuple(super().preferred_pubkeys)
+        if not self.legacy_ssh_rsa:
+            return algorithms
+        return ("ssh-rsa", *algorithms)
 
 
 class Client(paramiko.SFTPClient):
@@ -77,7 +113,15 @@ class Client(paramiko.SFTPClient):
 
     def __init__(self, sock: paramiko.Channel) -> None:
         self.write_lock = threading.RLock()  # before paramiko sends INIT through it
-        super().__init__(sock)
+        try:
+            super().__init__(sock)
+        except (AttributeError, TypeError) as exc:  # a renamed or re-shaped internal
+            raise incompatible(f"failed inside SFTPClient ({type(exc).__name__}: {exc})"
+                               ) from exc
+        missing = [name for name in PRIVATE_INSTANCE_NAMES if not hasattr(self, name)]
+        if missing:
+            raise incompatible(f"has no SFTPClient attribute {', '.join(missing)}, "
+                               "which flad uses")
 
     def _write_all(self, out: bytes) -> None:
         self.send_whole(out)  # every request paramiko sends goes through here
@@ -92,7 +136,7 @@ class Client(paramiko.SFTPClient):
         with self.write_lock:
             try:
                 for piece in pieces:
-                    _send_view(self.sock, piece)
+                    send_view(self.sock, piece)
             except BaseException:
                 self.sock.close()
                 raise
@@ -116,14 +160,6 @@ class Client(paramiko.SFTPClient):
         return version
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What a server says it takes (`limits@openssh.com`); zero means it does not say."""
-
-    packet: int
-    write: int
-
-
 def server_limits(client: Client) -> Limits | None:
     """The server's limits, when it announces them and answers the request."""
     if LIMITS_EXTENSION not in client.extensions:
@@ -138,56 +174,6 @@ def server_limits(client: Client) -> Limits | None:
         return None
     packet, _read, write = (int(msg.get_int64()) for _ in range(3))
     return Limits(packet=packet, write=write)
-
-
-def write_size(limits: Limits | None, max_packet: int) -> int:
-    """How much data to put in one write request.
-
-    `max_packet` is the largest SSH packet the server takes on the channel. Without
-    limits, a write fits one SSH packet (at most 32 KiB of data, whatever the handle's
-    length, up to the protocol's 256 bytes); with them, the most the server says it
-    takes, up to MAX_WRITE_DATA.
-    """
-    fits = max_packet - SSH_PACKET_OVERHEAD - WRITE_HEADER - MAX_HANDLE
-    basic = max(4096, min(BASIC_WRITE_DATA, fits))
-    if limits is None or not limits.packet or not limits.write:
-        return basic
-    largest = min(limits.write, limits.packet - WRITE_HEADER - MAX_HANDLE, MAX_WRITE_DATA)
-    # below 1 KiB the figures are broken (the protocol asks servers for 32 KiB or more)
-    return largest if largest >= MIN_WRITE_DATA else basic
-
-
-def writes_in_flight(size: int) -> int:
-    """How many writes of `size` bytes to keep unacknowledged."""
-    return max(2, min(MAX_WRITES_IN_FLIGHT, WRITE_BYTES_IN_FLIGHT // size))
-
-
-def chunks(source: PutSource) -> Iterator[memoryview]:
-    """The content in pieces of LOCAL_CHUNK, without a new buffer for each piece.
-
-    Bytes are cut into views (no copy of a 50 MiB file into 1 MiB pieces); a file is
-    read into one reused buffer. A local read error raises OSError, not a transport
-    error.
-    """
-    if isinstance(source, bytes):
-        whole = memoryview(source)
-        for offset in range(0, len(whole), LOCAL_CHUNK):
-            yield whole[offset:offset + LOCAL_CHUNK]
-        return
-    buffer = bytearray(LOCAL_CHUNK)
-    with source.open("rb", buffering=0) as f:
-        while count := f.readinto(buffer):
-            yield memoryview(buffer)[:count]
-
-
-def _send_view(channel: paramiko.Channel, data: bytes | memoryview) -> None:
-    """All of `data` into the channel, as views (paramiko's sendall copies what is left)."""
-    view = memoryview(data)
-    while view:
-        sent = channel.send(view)  # type: ignore[arg-type]  # paramiko takes any buffer
-        if sent <= 0:
-            raise EOFError("the SFTP channel closed during a write")
-        view = view[sent:]
 
 
 class Replies:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -20,12 +21,13 @@ import pytest
 from paramiko.sftp import CMD_STAT
 from structlog.testing import capture_logs
 
-from flad import sftpwire
+from flad.remote import SftpChannel, SftpSettings, TransportError
+from flad.remote import wire as sftpwire
+from flad.remote.connect import prefer_ciphers
+from flad.remote.wire import MAX_WRITE_DATA, Limits, write_size
 from flad.sandbox import start_sandbox
-from flad.sftpwire import MAX_WRITE_DATA, Limits, write_size
-from flad.transport import SftpChannel, SftpSettings, TransportError, _Transport
 from tests.sshd import SshServer, generate_key
-from tests.test_transport import settings_for
+from tests.test_remote_sftp import settings_for
 
 _WRITE = re.compile(r'write "(?P<path>[^"]+)" \(handle \d+\) off (?P<off>\d+) len (?P<len>\d+)')
 SSH_PACKET = 32768  # OpenSSH's largest channel packet
@@ -112,11 +114,16 @@ def test_without_limits_a_write_never_exceeds_32_kib() -> None:
 
 
 def test_aes_gcm_is_chosen_when_the_server_offers_it(tmp_path: Path) -> None:
-    """Its tag replaces the HMAC paramiko computes and compares in Python per packet."""
+    """Its tag replaces the HMAC paramiko computes and compares in Python per packet.
+
+    A paramiko before 3.5 knows no AES-GCM: it gets AES-CTR, and still connects."""
+    known = paramiko.Transport._cipher_info  # type: ignore[attr-defined]
+    expected = ("aes128-gcm@openssh.com" if "aes128-gcm@openssh.com" in known
+                else "aes128-ctr")
     with SshServer() as server, SftpChannel(settings_for(server, tmp_path)) as ch:
         transport: Any = ch._transport
-        assert transport.local_cipher == "aes128-gcm@openssh.com"
-        assert transport.remote_cipher == "aes128-gcm@openssh.com"
+        assert transport.local_cipher == expected
+        assert transport.remote_cipher == expected
 
 
 def test_a_server_without_aes_gcm_gets_aes_ctr(tmp_path: Path) -> None:
@@ -141,7 +148,15 @@ def test_writes_in_flight_stay_near_one_mib_and_bounded_in_count() -> None:
 def test_only_ciphers_paramiko_knows_are_asked_for() -> None:
     """AES-GCM came with paramiko 3.5: an older one must not be asked for it."""
     known = paramiko.Transport._cipher_info  # type: ignore[attr-defined]
-    assert all(c in known for c in _Transport._preferred_ciphers)
+    transport = paramiko.Transport(socket.socketpair()[0])
+    try:
+        options = transport.get_security_options()
+        prefer_ciphers(options)
+        assert all(c in known for c in options.ciphers)
+        offered = set(paramiko.Transport(socket.socketpair()[0]).get_security_options().ciphers)
+        assert set(options.ciphers) == offered  # reordered, nothing added or dropped
+    finally:
+        transport.close()
 
 
 @pytest.mark.parametrize("fault", [OSError("injected"), MemoryError(), TimeoutError()])

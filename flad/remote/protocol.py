@@ -1,0 +1,54 @@
+"""What a channel needs of its server, and nothing more.
+
+The channel's stages and the reply poller are written against this `Protocol`, so that
+the SFTP details (paramiko, pipelining, deadlines) stay behind it and a reader sees the
+few operations a transfer point offers. Errors are those of `flad.remote.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from flad.remote.wire import PutSource
+
+
+class Remote(Protocol):
+    """One authenticated session to a transfer point; operations are serialized."""
+
+    connections_opened: int
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    def connect(self) -> None:
+        """Open the session unless it is open; errors say transient or permanent."""
+
+    def ensure_connected(self) -> None:
+        """Reconnect when the session is dead (or was dropped after an error)."""
+
+    def close(self) -> None: ...
+
+    def put_files(self, items: Sequence[tuple[PutSource, str]]) -> list[int]:
+        """Upload together, each written whole and its size checked; return the sizes."""
+        ...
+
+    def put_bytes(self, data: bytes, remote: str) -> int: ...
+
+    def size(self, remote: str) -> int | None:
+        """The size of a remote file, or None when it does not exist."""
+        ...
+
+    def listdir(self, remote_dir: str) -> list[tuple[str, int]]:
+        """(name, size) of the files in a remote folder, sorted by name."""
+        ...
+
+    def list_remote_folders(self) -> list[str]: ...
+
+    def get_file(self, remote: str, local: Path) -> int:
+        """Download into `local` (replaced), synced, its size checked."""
+        ...
+
+    def remove(self, remote: str) -> None:
+        """Remove a remote file; one already absent is not an error."""
