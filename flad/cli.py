@@ -247,6 +247,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
 
 def cmd_trust_host(args: argparse.Namespace) -> int:
     from flad import remote
+    from flad.daemon import sftp_settings
 
     config = _config(args.config)
     channel = config.channel(args.channel)
@@ -257,7 +258,8 @@ def cmd_trust_host(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     s = channel.sftp
     try:
-        key = remote.fetch_host_key(s.host, s.port, s.connect_timeout)
+        key = remote.fetch_host_key(s.host, s.port, s.connect_timeout,
+                                    sftp_settings(channel).proxy)
     except remote.TransportError as exc:
         print(f"flad trust-host: {exc}", file=sys.stderr)
         return EXIT_PROBLEM

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flad import identity, naming
+from flad import proxy_address as proxy_mod
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
     DEFAULT_MAX_FILE_BYTES,
@@ -58,12 +59,14 @@ class SftpConfig:
     port: int
     username: str
     private_key: Path
-    passphrase: bytes | None
+    passphrase: bytes | None = field(repr=False)
     known_hosts: Path
     legacy_ssh_rsa: bool
     connect_timeout: float
     request_timeout: float
     keepalive_seconds: int
+    proxy: str | None = None  # http:// or socks5:// host and port, nothing inline
+    proxy_credentials: bytes | None = field(repr=False, default=None)  # b"user:password"
 
 
 @dataclass(frozen=True)
@@ -238,29 +241,32 @@ class _Reader:
         if not path.is_file():
             self.problem(key, f"{what} {path} does not exist or is not a file")
 
-    def secret(self, table: Mapping[str, Any], prefix: str) -> bytes | None:
-        """A passphrase from `passphrase_file` or from a systemd credential."""
-        file_path = self.path_value(table, prefix, "passphrase_file")
-        credential = self.text(table, prefix, "passphrase_credential")
+    def secret(self, table: Mapping[str, Any], prefix: str, *,
+               file_key: str = "passphrase_file",
+               credential_key: str = "passphrase_credential",
+               what: str = "passphrase file") -> bytes | None:
+        """A secret from a file (`passphrase_file`) or from a systemd credential."""
+        file_path = self.path_value(table, prefix, file_key)
+        credential = self.text(table, prefix, credential_key)
         if file_path is not None and credential is not None:
-            self.problem(f"{prefix}passphrase_credential",
-                         "give passphrase_file or passphrase_credential, not both")
+            self.problem(f"{prefix}{credential_key}",
+                         f"give {file_key} or {credential_key}, not both")
             return None
         if credential is not None:
             directory = os.environ.get("CREDENTIALS_DIRECTORY")
             if not directory:
-                self.problem(f"{prefix}passphrase_credential",
+                self.problem(f"{prefix}{credential_key}",
                              f"credential {credential!r} asked for but $CREDENTIALS_DIRECTORY "
                              "is not set (LoadCredential= in the systemd unit provides it)")
                 return None
             if "/" in credential or credential in ("", ".", ".."):
-                self.problem(f"{prefix}passphrase_credential", "must be a plain credential name")
+                self.problem(f"{prefix}{credential_key}", "must be a plain credential name")
                 return None
             file_path = Path(directory) / credential
         if file_path is None:
             return None
-        key = f"{prefix}passphrase_file" if credential is None else f"{prefix}passphrase_credential"
-        self.private_file(key, file_path, "passphrase file")
+        key = f"{prefix}{file_key}" if credential is None else f"{prefix}{credential_key}"
+        self.private_file(key, file_path, what)
         try:
             return file_path.read_bytes().rstrip(b"\r\n")
         except OSError:
@@ -430,7 +436,20 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         return None
     r.unknown_keys(t, p, {"host", "port", "username", "private_key", "passphrase_file",
                           "passphrase_credential", "known_hosts", "legacy_ssh_rsa",
-                          "connect_timeout", "request_timeout", "keepalive_seconds"})
+                          "connect_timeout", "request_timeout", "keepalive_seconds",
+                          "proxy", "proxy_credentials_file", "proxy_credential"})
+    proxy = r.text(t, p, "proxy")
+    if proxy is not None and (problem := proxy_mod.url_problem(proxy)) is not None:
+        r.problem(f"{p}proxy", problem)
+        proxy = None
+    proxy_credentials = r.secret(t, p, file_key="proxy_credentials_file",
+                                 credential_key="proxy_credential",
+                                 what="proxy credentials file")
+    if proxy_credentials is not None:
+        if proxy is None and "proxy" not in t:
+            r.problem(f"{p}proxy_credentials_file", "credentials without a proxy: set proxy")
+        elif (problem := proxy_mod.credentials_problem(proxy_credentials)) is not None:
+            r.problem(f"{p}proxy_credentials_file", problem)
     port = r.get(t, p, "port", int, DEFAULT_PORT)
     assert port is not None
     if not 1 <= port <= 65535:
@@ -452,6 +471,8 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         connect_timeout=r.positive(t, p, "connect_timeout", 15.0),
         request_timeout=r.positive(t, p, "request_timeout", 60.0),
         keepalive_seconds=max(1, keepalive),
+        proxy=proxy,
+        proxy_credentials=proxy_credentials,
     )
 
 

@@ -28,6 +28,7 @@ from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
 from flad.pipeline import ChannelPipeline, Checked, Content, FileChecker
 from flad.remote import (
     PermanentTransportError,
+    ProxySettings,
     RemoteIncompatible,
     SftpChannel,
     SftpSettings,
@@ -73,7 +74,8 @@ def sftp_settings(channel: ChannelConfig) -> SftpSettings:
         host=s.host, port=s.port, username=s.username, private_key=s.private_key,
         passphrase=s.passphrase, known_hosts=s.known_hosts, legacy_ssh_rsa=s.legacy_ssh_rsa,
         connect_timeout=s.connect_timeout, request_timeout=s.request_timeout,
-        keepalive_seconds=s.keepalive_seconds)
+        keepalive_seconds=s.keepalive_seconds,
+        proxy=ProxySettings(s.proxy, s.proxy_credentials) if s.proxy else None)
 
 
 def load_signer(channel: ChannelConfig) -> signing.Signer | None:

@@ -4,6 +4,7 @@
 - :mod:`~flad.remote.errors`: transient and permanent errors;
 - :mod:`~flad.remote.sftp`: `SftpChannel`, the `Remote` flad uses, and its settings;
 - :mod:`~flad.remote.connect`: connection set-up with deadlines, public paramiko options;
+- :mod:`~flad.remote.proxy`: the way out through an HTTP CONNECT or SOCKS5 proxy;
 - :mod:`~flad.remote.knownhosts` and :mod:`~flad.remote.keys`: trust and identity;
 - :mod:`~flad.remote.wire`: write sizes and pipelining bounds;
 - :mod:`~flad.remote.paramiko_compat`: every private paramiko name, checked at start-up.
@@ -28,6 +29,7 @@ from flad.remote.errors import (
 from flad.remote.keys import load_private_key
 from flad.remote.knownhosts import add_known_host, fingerprint, known_hosts_name
 from flad.remote.protocol import Remote
+from flad.remote.proxy import ProxySettings
 from flad.remote.sftp import SftpChannel, SftpSettings
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "HostKeyUnknown",
     "PermanentTransportError",
     "PrivateKeyError",
+    "ProxySettings",
     "Remote",
     "RemoteIncompatible",
     "RemoteNotFound",

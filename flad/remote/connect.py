@@ -17,6 +17,7 @@ from paramiko.ssh_exception import IncompatiblePeer
 
 from flad.remote.errors import HostKeyMismatch, TransportError, describe
 from flad.remote.paramiko_compat import LegacyAwareTransport, incompatible
+from flad.remote.proxy import ProxySettings, open_through
 
 log = structlog.get_logger("flad.remote")
 
@@ -51,8 +52,20 @@ def prefer_ciphers(options: paramiko.SecurityOptions) -> None:
     options.ciphers = first + tuple(c for c in offered if c not in first)
 
 
-def open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=timeout)
+def open_socket(host: str, port: int, timeout: float,
+                proxy: ProxySettings | None = None) -> socket.socket:
+    """A TCP connection to the server, straight or through the proxy; kept alive.
+
+    Raises TransportError (PermanentTransportError when a proxy refuses its credentials).
+    """
+    if proxy is not None:
+        sock = open_through(proxy, host, port, timeout)
+    else:
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise TransportError(f"cannot connect to {host}:{port}: {describe(exc)}") from exc
+    sock.settimeout(timeout)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
         if hasattr(socket, name):
@@ -68,13 +81,14 @@ def start_transport(
     *,
     host_key_types: list[str] | None = None,
     legacy_ssh_rsa: bool = False,
+    proxy: ProxySettings | None = None,
 ) -> LegacyAwareTransport:
-    """TCP connect, banner and key exchange, each within `timeout`. Raises TransportError."""
-    where = f"{host}:{port}"
-    try:
-        sock = open_socket(host, port, timeout)
-    except OSError as exc:
-        raise TransportError(f"cannot connect to {where}: {describe(exc)}") from exc
+    """TCP connect (and the proxy leg), banner and key exchange, each within `timeout`.
+
+    Raises TransportError.
+    """
+    where = f"{host}:{port}" + (f" (through {proxy.shown})" if proxy else "")
+    sock = open_socket(host, port, timeout, proxy)
     try:
         transport = LegacyAwareTransport(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
@@ -117,9 +131,10 @@ def start_transport(
     return transport
 
 
-def fetch_host_key(host: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
+def fetch_host_key(host: str, port: int, timeout: float = 15.0,
+                   proxy: ProxySettings | None = None) -> paramiko.PKey:
     """Connect, read the server's host key, close. Authenticates nothing (`trust-host`)."""
-    transport = start_transport(host, port, timeout)
+    transport = start_transport(host, port, timeout, proxy=proxy)
     try:
         return transport.get_remote_server_key()
     finally:

@@ -75,6 +75,7 @@ from flad.remote.paramiko_compat import (
     incompatible,
     server_limits,
 )
+from flad.remote.proxy import ProxySettings
 
 log = structlog.get_logger("flad.remote")
 
@@ -96,6 +97,7 @@ class SftpSettings:
     connect_timeout: float = 15.0
     request_timeout: float = 60.0
     keepalive_seconds: int = 15
+    proxy: ProxySettings | None = None  # HTTP CONNECT or SOCKS5, when the network needs one
 
 
 
@@ -176,6 +178,7 @@ class SftpChannel:
             s.connect_timeout,
             host_key_types=sorted({k.get_name() for k in known.trusted}),
             legacy_ssh_rsa=s.legacy_ssh_rsa,
+            proxy=s.proxy,
         )
         # Anything below that could wait forever (paramiko's subsystem request has no
         # timeout of its own) is cut by closing the transport.
