@@ -89,20 +89,24 @@ def make_folders(folders: Iterable[DropFolder], user: ServiceUser | None) -> lis
     Owner: `user` when given, else whoever runs init. Group: that of the folder it is made
     in (for /srv/flad, the drop group the tmpfiles line gives it). Returns those made.
     """
-    made = []
+    made: list[Path] = []
     for folder in folders:
-        if folder.path.exists() or folder.path.is_symlink():
-            continue
-        folder.path.parent.mkdir(parents=True, exist_ok=True)
-        folder.path.mkdir(mode=0o700)
-        group = folder.path.parent.stat().st_gid
-        if user is not None:
-            os.chown(folder.path, user.uid, group)
-        elif os.geteuid() == 0:
-            os.chown(folder.path, -1, group)
-        os.chmod(folder.path, folder.mode)
-        made.append(folder.path)
+        missing = [p for p in (folder.path, *folder.path.parents)
+                   if not (p.exists() or p.is_symlink())]
+        for path in reversed(missing):  # the channel's own folder above them: 2750 too
+            _make(path, folder.mode if path == folder.path else 0o2750, user)
+            made.append(path)
     return made
+
+
+def _make(path: Path, mode: int, user: ServiceUser | None) -> None:
+    path.mkdir(mode=0o700)
+    group = path.parent.stat().st_gid
+    if user is not None:
+        os.chown(path, user.uid, group)
+    elif os.geteuid() == 0:
+        os.chown(path, -1, group)
+    os.chmod(path, mode)
 
 
 def _group_name(gid: int) -> str:

@@ -723,8 +723,8 @@ def _line(key: str, value: str, comment: str) -> str:
 
 def _daemon_text(state_dir: Path) -> str:
     return "\n".join([
-        "# flad configuration, created by `flad init`. Every key is documented in",
-        "# config.example.toml. Secrets are never written here (passphrase_file).",
+        f"{_HEADER} Every key is documented in",
+        "# config.example.toml (flad init --print-example). Secrets are never written here.",
         "",
         "[daemon]",
         _line("state_dir", _toml(state_dir), "journal (SQLite) and spool"),
@@ -899,6 +899,8 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
                                     cert_warnings, written)
 
     created = False
+    if _made_by_init(config_path):
+        made.append(config_path)  # an earlier run's: --owner now hands it over too
     if not config_path.exists():
         config_path.parent.mkdir(parents=True, exist_ok=True)
         # 0640: no secret is ever in it (loading refuses one), but it maps the keys and
@@ -930,8 +932,19 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
             if path.is_file() and path.parent == keys_dir:
                 notes.append(f"Handed over to {user.name}: {path} (made by an earlier run).")
     return InitResult(req, name, config_path, created, ssh, certificate, appended, outbox, inbox,
-                      tuple(notes), tuple(_read_warnings(req, config_path, user)),
+                      tuple(notes), tuple(_read_warnings(req, config_path, user, made)),
                       user.name if user is not None else None)
+
+
+_HEADER = "# flad configuration, created by `flad init`."
+
+
+def _made_by_init(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().startswith(_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _service_user(req: InitRequest) -> service_user.ServiceUser | None:
@@ -944,16 +957,17 @@ def _service_user(req: InitRequest) -> service_user.ServiceUser | None:
 
 
 def _read_warnings(req: InitRequest, config_path: Path,
-                   user: service_user.ServiceUser | None) -> list[str]:
+                   user: service_user.ServiceUser | None, made: list[Path]) -> list[str]:
     """What the service will not be able to read, with the fix; or, for root without
-    --owner, that everything written belongs to root."""
+    --owner, that everything written belongs to root, and the chown that gives it away."""
     if user is None:
         if os.geteuid() != 0:
             return []
         return ["flad init ran as root without --owner: what it wrote belongs to root, and a "
-                "service that runs as another user (the systemd unit runs as flad) cannot read "
-                "its keys. Run it again with the same answers and --owner flad: what flad init "
-                "made is handed over, nothing is made anew."]
+                "service that runs as another user cannot read its keys. Give it to that user "
+                "(flad in the systemd unit) with: "
+                + shlex.join(["chown", "flad", *map(str, made)])
+                + " (or use --owner flad next time)"]
     private = [(p, what) for p, what in ((req.signing_key, "signing private key"),
                                          (req.pkcs12, "PKCS#12 file"),
                                          (req.passphrase_file, "passphrase file"),
