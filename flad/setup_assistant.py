@@ -913,6 +913,7 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
     outbox = (req.outbox or DEFAULT_SERVICE_ROOT / name / "outbox").absolute()
     inbox = (req.inbox or DEFAULT_SERVICE_ROOT / name / "inbox").absolute()
     appended = False
+    folders: list[Path] = []
     if req.sender_id is not None:
         block = _channel_text(req, name, ssh, outbox, inbox, config_path.parent / "known_hosts",
                               now, req.app_code)
@@ -925,14 +926,15 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
                             "it was:\n" + "\n".join(f"  {p}" for p in problems))
         _append(config_path, block, prove=req.app_code is not None)
         appended = True
-        made += service_user.make_folders(
+        folders = service_user.make_folders(  # made for `user`, in their parent's group
             service_user.drop_folders(outbox, inbox, FLA_APPLICATION), user)
     if user is not None:
         for path in service_user.hand_over(made, user):
             if path.is_file() and path.parent == keys_dir:
                 notes.append(f"Handed over to {user.name}: {path} (made by an earlier run).")
     return InitResult(req, name, config_path, created, ssh, certificate, appended, outbox, inbox,
-                      tuple(notes), tuple(_read_warnings(req, config_path, user, made)),
+                      tuple(notes), tuple(_read_warnings(req, config_path, user,
+                                                         made + folders)),
                       user.name if user is not None else None)
 
 
