@@ -672,12 +672,18 @@ def _read_passphrase(path: Path | None) -> bytes | None:
 def _load_signer(req: InitRequest, now: datetime) -> tuple[signing.Signer, tuple[str, ...]]:
     """The signer, refused when the key does not match or the certificate is not valid now."""
     passphrase = _read_passphrase(req.passphrase_file)
+    source = f"--passphrase-file {req.passphrase_file}" if req.passphrase_file else None
     try:
         if req.pkcs12 is not None:
-            signer = signing.load_signer_pkcs12(req.pkcs12, passphrase)
+            signer = signing.load_signer_pkcs12(req.pkcs12, passphrase, source)
         else:
             assert req.certificate is not None and req.signing_key is not None
-            signer = signing.load_signer_pem(req.certificate, req.signing_key, passphrase)
+            signer = signing.load_signer_pem(req.certificate, req.signing_key, passphrase,
+                                             source)
+    except signing.PassphraseError as exc:
+        hint = ("" if req.passphrase_file else
+                "; give the file holding its passphrase with --passphrase-file F (mode 0600)")
+        raise InitError(f"signing certificate: {exc}{hint}") from None
     except signing.SigningError as exc:
         raise InitError(f"signing certificate: {exc}") from None
     report = signing.check_signer(signer, now=now)

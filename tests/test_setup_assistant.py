@@ -644,3 +644,15 @@ def test_the_root_example_and_the_packaged_one_are_the_same_file() -> None:
     root = (REPO / "config.example.toml").read_bytes()
     assert root == (REPO / "flad" / "data" / "config.example.toml").read_bytes()
     tomllib.loads(root.decode("utf-8"))  # and it is TOML
+
+
+def test_without_a_terminal_a_missing_or_wrong_passphrase_names_the_flag_and_the_file(
+        tmp_path: Path) -> None:
+    files = certs.write_test_signer(tmp_path / "signer", passphrase=b"right")
+    code, _, err = run(request(tmp_path, files))
+    assert code == 1 and "is encrypted and no passphrase was given" in err
+    assert "--passphrase-file F" in err
+    wrong = certs.write_private(tmp_path / "wrong.pass", b"wrong\n")
+    code, _, err = run(request(tmp_path, files, passphrase_file=wrong))
+    assert code == 1 and f"wrong passphrase (read from --passphrase-file {wrong})" in err
+    assert not (tmp_path / "etc").exists()
