@@ -205,10 +205,10 @@ class _Reader:
 
     # -- files ---------------------------------------------------------------------
 
-    def private_file(self, key: str, path: Path, what: str) -> None:
+    def private_file(self, key: str, path: Path, what: str, *, owner: bool = True) -> None:
         """A key or secret file must exist, be readable by its owner only, and that owner
         must be the user running flad (keyfiles names the chown/chmod that fixes it)."""
-        problem = keyfiles.private_file_problem(path, what)
+        problem = keyfiles.private_file_problem(path, what, owner=owner)
         if problem is not None:
             self.problem(key, problem)
 
@@ -248,7 +248,7 @@ class _Reader:
         if file_path is None:
             return None
         key = f"{prefix}passphrase_file" if credential is None else f"{prefix}passphrase_credential"
-        self.private_file(key, file_path, "passphrase file")
+        self.private_file(key, file_path, "passphrase file", owner=credential is None)
         try:
             return file_path.read_bytes().rstrip(b"\r\n")
         except OSError:

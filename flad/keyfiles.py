@@ -48,9 +48,13 @@ def mode_owner_problem(path: Path, st: os.stat_result, what: str, euid: int) -> 
     return None
 
 
-def private_file_problem(path: Path, what: str) -> str | None:
+def private_file_problem(path: Path, what: str, *, owner: bool = True) -> str | None:
     """Why the private file `path` cannot serve flad, or None: missing, not a regular file,
-    open to others, owned by another user, or unreadable for another reason (an ACL)."""
+    open to others, owned by another user, or unreadable for another reason (an ACL).
+
+    `owner=False` for a systemd credential: systemd decides who owns it (root, with an
+    ACL for the service user, or that user); flad only needs to read it.
+    """
     euid = os.geteuid()
     try:
         st = path.stat()
@@ -60,7 +64,7 @@ def private_file_problem(path: Path, what: str) -> str | None:
         return f"{what} {path} cannot be read by {user_name(euid)}: {exc.strerror}"
     if not stat.S_ISREG(st.st_mode):
         return f"{what} {path} is not a regular file"
-    problem = mode_owner_problem(path, st, what, euid)
+    problem = mode_owner_problem(path, st, what, euid if owner else 0)
     if problem is not None:
         return problem
     try:
