@@ -268,3 +268,47 @@ def test_the_units_documentation_is_a_file_pip_installs() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert "README.md" in project["tool"]["setuptools"]["data-files"]["share/doc/flad"]
     assert (REPO / "README.md").is_file()
+
+
+def _colon_file(path: Path) -> dict[str, list[str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {fields[0]: fields for fields in (line.split(":") for line in lines if line)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-sysusers")
+                    or not shutil.which("systemd-tmpfiles"),
+                    reason="needs root and systemd-sysusers/systemd-tmpfiles")
+def test_systemds_own_tools_take_the_shipped_files(tmp_path: Path) -> None:
+    """The README's `systemd-sysusers && systemd-tmpfiles --create`, into a spare root."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    sh("systemd-sysusers", f"--root={root}", str(REPO / "systemd" / "flad.sysusers"))
+    users, groups = _colon_file(root / "etc" / "passwd"), _colon_file(root / "etc" / "group")
+    uid, gid = int(users["flad"][2]), int(users["flad"][3])
+    assert groups["flad"][2] == str(gid)
+    assert "flad" in groups["flad-drop"][3].split(",")  # flad reads what the group drops
+    done = sh("systemd-tmpfiles", f"--root={root}", "--create",
+              str(REPO / "systemd" / "flad.tmpfiles"), check=False)
+    assert done.returncode == 0, done.stderr
+    expected = {"/var/lib/flad": (0o750, uid, gid), "/etc/flad": (0o750, 0, gid),
+                "/etc/flad/keys": (0o750, 0, gid),
+                "/srv/flad": (0o2750, uid, int(groups["flad-drop"][2]))}
+    for folder, (mode, owner, group) in expected.items():
+        st = (root / folder.lstrip("/")).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, owner, group), folder
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    """Every key of the unit is one systemd knows (an unknown one is only a warning)."""
+    flad = tmp_path / "flad"
+    flad.write_text("#!/bin/sh\n", encoding="utf-8")
+    flad.chmod(0o755)  # ExecStart must exist: stands for /opt/flad/bin/flad
+    unit = tmp_path / "flad.service"
+    unit.write_text((REPO / "systemd" / "flad.service").read_text(encoding="utf-8")
+                    .replace("/opt/flad/bin/flad", str(flad)), encoding="utf-8")
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in (done.stdout + done.stderr).splitlines()
+            if "flad.service" in line] == []
