@@ -55,6 +55,7 @@ class SftpConfig:
     connect_timeout: float
     request_timeout: float
     keepalive_seconds: int
+    passphrase_source: str | None = None  # named when the passphrase is wrong
 
 
 @dataclass(frozen=True)
@@ -440,6 +441,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         connect_timeout=r.positive(t, p, "connect_timeout", 15.0),
         request_timeout=r.positive(t, p, "request_timeout", 60.0),
         keepalive_seconds=max(1, keepalive),
+        passphrase_source=r.secret_source(t),
     )
 
 

@@ -65,7 +65,7 @@ def sftp_settings(channel: ChannelConfig) -> SftpSettings:
         host=s.host, port=s.port, username=s.username, private_key=s.private_key,
         passphrase=s.passphrase, known_hosts=s.known_hosts, legacy_ssh_rsa=s.legacy_ssh_rsa,
         connect_timeout=s.connect_timeout, request_timeout=s.request_timeout,
-        keepalive_seconds=s.keepalive_seconds)
+        keepalive_seconds=s.keepalive_seconds, passphrase_source=s.passphrase_source)
 
 
 def load_signer(channel: ChannelConfig) -> signing.Signer | None:

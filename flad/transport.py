@@ -133,6 +133,7 @@ class SftpSettings:
     connect_timeout: float = 15.0
     request_timeout: float = 60.0
     keepalive_seconds: int = 15
+    passphrase_source: str | None = None  # where the passphrase came from, for messages
 
 
 # -- keys and known_hosts ---------------------------------------------------------------
@@ -256,10 +257,12 @@ def add_known_host(known_hosts: Path, host: str, port: int, key: paramiko.PKey) 
     )
 
 
-def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
+def load_private_key(path: Path, passphrase: bytes | None,
+                     passphrase_source: str | None = None) -> paramiko.PKey:
     """Load an Ed25519, ECDSA or RSA private key, OpenSSH or PEM (PKCS#1, SEC1, PKCS#8).
 
-    Errors (PrivateKeyError) name the file, never the passphrase nor key material.
+    Errors (PrivateKeyError) name the file and where a wrong passphrase came from
+    (`passphrase_source`), never the passphrase nor key material.
     """
     try:
         data = path.read_bytes()
@@ -281,7 +284,8 @@ def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
                     reason = "the key is encrypted and no passphrase is configured"
             except ValueError:
                 if password is not None:
-                    reason = "wrong passphrase, or a damaged key file"
+                    source = f" (read from {passphrase_source})" if passphrase_source else ""
+                    reason = f"wrong passphrase{source}, or a damaged key file"
             except Exception:  # the loaders raise many types; hide their text
                 reason = "unreadable key file"
         if loaded is not None:
@@ -584,7 +588,8 @@ class SftpChannel:
 
     def _private_key(self) -> paramiko.PKey:
         if self._key is None:
-            key = load_private_key(self.settings.private_key, self.settings.passphrase)
+            key = load_private_key(self.settings.private_key, self.settings.passphrase,
+                                   self.settings.passphrase_source)
             if self.settings.legacy_ssh_rsa and isinstance(key, paramiko.RSAKey):
                 assert isinstance(key.key, rsa.RSAPrivateKey)
                 key = _LegacyRSAKey(key=key.key)

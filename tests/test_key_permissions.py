@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from flad import checkup, config, keyfiles
 from flad.cli import main
@@ -141,3 +143,23 @@ def test_an_employer_channel_reads_as_english(tmp_path: Path) -> None:
     text = "\n".join(info.value.problems)
     assert "already has an employer channel ('a')" in text and "a employer" not in text
 
+
+
+def test_a_wrong_ssh_key_passphrase_names_the_passphrase_file(tmp_path: Path) -> None:
+    from flad.daemon import sftp_settings
+    from flad.transport import PrivateKeyError, SftpChannel
+
+    key = tmp_path / "id_ed25519"
+    key_object = ed25519.Ed25519PrivateKey.generate()
+    certs.write_private(key, key_object.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"right")))
+    wrong = certs.write_private(tmp_path / "ssh.pass", b"wrong\n")
+    channel = configs.channel(tmp_path, key=key)
+    channel["sftp"]["passphrase_file"] = wrong
+    settings = sftp_settings(config.load(configs.write(tmp_path, [channel])).channels[0])
+    assert settings.passphrase_source == f"passphrase_file {wrong}"
+    with pytest.raises(PrivateKeyError) as info:
+        SftpChannel(settings, channel_name="acme")._private_key()
+    assert str(info.value) == (f"cannot load private key {key}: wrong passphrase (read from "
+                               f"passphrase_file {wrong}), or a damaged key file")
