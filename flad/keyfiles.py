@@ -42,9 +42,10 @@ def mode_owner_problem(path: Path, st: os.stat_result, what: str, euid: int) -> 
         return (f"{what} {path} is readable by group or others (mode {mode:04o}); fix it "
                 f"with: chmod 600 {path}")
     if other_owner:
+        # Running flad as the owner is the other way out, unless that owner is root.
+        other_way = f" (or run flad as {owner})" if st.st_uid != 0 else ""
         return (f"{what} {path} is owned by {owner} (mode {mode:04o}), not by {me} who runs "
-                f"flad, so flad cannot read it; fix it with: chown {me} {path} (or run flad "
-                f"as {owner})")
+                f"flad, so flad cannot read it; fix it with: chown {me} {path}{other_way}")
     return None
 
 

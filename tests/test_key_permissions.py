@@ -20,14 +20,22 @@ from tests import certs, configs
 NOBODY_UID = 4_242_424  # no account has it: its name is its number
 
 
+def _owned_by(st: os.stat_result, uid: int) -> os.stat_result:
+    return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, st.st_gid,
+                           st.st_size, 0, 0, 0))
+
+
 def test_a_file_owned_by_another_user_names_both_and_the_chown(tmp_path: Path) -> None:
     key = certs.write_private(tmp_path / "key", b"secret")
-    st = key.stat()
+    st = _owned_by(key.stat(), NOBODY_UID + 1)
     problem = keyfiles.mode_owner_problem(key, st, "SSH private key", NOBODY_UID)
-    owner = keyfiles.user_name(st.st_uid)
-    assert problem == (f"SSH private key {key} is owned by {owner} (mode 0600), not by "
-                       f"{NOBODY_UID} who runs flad, so flad cannot read it; fix it with: "
-                       f"chown {NOBODY_UID} {key} (or run flad as {owner})")
+    assert problem == (f"SSH private key {key} is owned by {NOBODY_UID + 1} (mode 0600), not "
+                       f"by {NOBODY_UID} who runs flad, so flad cannot read it; fix it with: "
+                       f"chown {NOBODY_UID} {key} (or run flad as {NOBODY_UID + 1})")
+    # a key root owns: running flad as root is no advice
+    problem = keyfiles.mode_owner_problem(key, _owned_by(st, 0), "SSH private key", NOBODY_UID)
+    assert problem is not None and problem.endswith(f"fix it with: chown {NOBODY_UID} {key}")
+    assert "is owned by root (mode 0600)" in problem
 
 
 def test_group_readable_and_owned_by_another_user_gets_chown_and_chmod(tmp_path: Path) -> None:
@@ -52,9 +60,7 @@ def test_own_file_needs_only_the_mode(tmp_path: Path) -> None:
 
 def test_root_reads_any_owner_so_only_the_mode_counts(tmp_path: Path) -> None:
     key = certs.write_private(tmp_path / "key", b"secret")
-    st = key.stat()
-    fake_owner = os.stat_result((st.st_mode, 0, 0, 1, NOBODY_UID, 0, 6, 0, 0, 0))
-    assert keyfiles.mode_owner_problem(key, fake_owner, "key", 0) is None
+    assert keyfiles.mode_owner_problem(key, _owned_by(key.stat(), NOBODY_UID), "key", 0) is None
 
 
 def test_real_files_missing_a_folder_and_a_good_one(tmp_path: Path) -> None:
