@@ -935,8 +935,15 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
         folders = service_user.make_folders(  # made for `user`, in their parent's group
             service_user.drop_folders(outbox, inbox, FLA_APPLICATION), user)
     if user is not None:
+        fresh = {keys_dir} if made and made[0] == keys_dir else set()
+        if ssh.generated:
+            fresh |= {ssh.private_path, *([ssh.public_path] if ssh.public_path else [])}
+        if certificate.written and cer_path is not None:
+            fresh.add(cer_path)
+        if created:
+            fresh.add(config_path)
         for path in service_user.hand_over(made, user):
-            if path.is_file() and path.parent == keys_dir:
+            if path not in fresh:
                 notes.append(f"Handed over to {user.name}: {path} (made by an earlier run).")
     return InitResult(req, name, config_path, created, ssh, certificate, appended, outbox, inbox,
                       tuple(notes), tuple(_read_warnings(req, config_path, user,

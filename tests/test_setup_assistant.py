@@ -656,3 +656,13 @@ def test_without_a_terminal_a_missing_or_wrong_passphrase_names_the_flag_and_the
     code, _, err = run(request(tmp_path, files, passphrase_file=wrong))
     assert code == 1 and f"wrong passphrase (read from --passphrase-file {wrong})" in err
     assert not (tmp_path / "etc").exists()
+
+
+def test_owner_on_a_second_run_hands_over_what_the_first_made(tmp_path: Path,
+                                                              signer: certs.SignerFiles) -> None:
+    me = keyfiles.user_name(os.geteuid())
+    code, out, _ = run(request(tmp_path, signer, configured=False, owner=me))
+    assert code == 0 and "Handed over" not in out  # all of it was made for `me` at once
+    code, out, err = run(request(tmp_path, signer, configured=False, owner=me))
+    assert code == 0, err
+    assert "Handed over" not in out  # already `me`'s: nothing changed hands

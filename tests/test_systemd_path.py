@@ -186,9 +186,17 @@ def init_args(m: Machine, cert: Path, key: Path, *, configured: bool) -> list[st
 @needs_root
 def test_init_for_the_service_user_gives_a_service_that_reads_its_keys(m: Machine) -> None:
     cert, key = install_signer(m)
-    # steps 5 and 7: before and after Chaman, both for the service user
+    # step 5 run first without --owner, as the reader did: run again, it hands over
+    mistake = flad_root(*init_args(m, cert, key, configured=False))
+    assert mistake.returncode == 0 and "without --owner" in mistake.stderr
     first = flad_root(*init_args(m, cert, key, configured=False), "--owner", m.service)
     assert first.returncode == 0, first.stderr
+    handed = {line.split(": ", 1)[1].split(" (made by", 1)[0]
+              for line in first.stdout.splitlines() if line.startswith("Handed over to")}
+    assert handed == {str(m.path(f"/etc/flad/keys/{name}"))
+                      for name in ("acme_ed25519", "acme_ed25519.pub", "acme.cer")} | {
+        str(m.config)}
+    # step 7, after Chaman, for the service user too
     second = flad_root(*init_args(m, cert, key, configured=True), "--owner", m.service)
     assert second.returncode == 0, second.stderr
     assert "warning" not in second.stderr, second.stderr
