@@ -62,12 +62,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # -- sign / verify -----------------------------------------------------------------
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    loose = signing.loose_private_files(args.pkcs12 or args.key, args.passphrase_file)
+    if loose:
+        for problem in loose:  # as config loading refuses them: a key is nobody else's
+            print(f"flad sign: refused: {problem}", file=sys.stderr)
+        return EXIT_PROBLEM
     passphrase = _passphrase(args.passphrase_file)
+    source = f"passphrase file {args.passphrase_file}" if args.passphrase_file else None
     try:
         if args.pkcs12:
-            signer = signing.load_signer_pkcs12(args.pkcs12, passphrase)
+            signer = signing.load_signer_pkcs12(args.pkcs12, passphrase, source)
         elif args.cert and args.key:
-            signer = signing.load_signer_pem(args.cert, args.key, passphrase)
+            signer = signing.load_signer_pem(args.cert, args.key, passphrase, source)
         else:
             print("flad sign: give --cert and --key, or --pkcs12", file=sys.stderr)
             return EXIT_USAGE

@@ -12,14 +12,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flad import identity, naming
+from flad import identity, keyfiles, naming
 from flad import proxy_address as proxy_mod
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
@@ -65,6 +64,7 @@ class SftpConfig:
     connect_timeout: float
     request_timeout: float
     keepalive_seconds: int
+    passphrase_source: str | None = None  # named when the passphrase is wrong
     proxy: str | None = None  # http:// or socks5:// host and port, nothing inline
     proxy_credentials: bytes | None = field(repr=False, default=None)  # b"user:password"
 
@@ -75,6 +75,7 @@ class SigningConfig:
     private_key: Path | None
     pkcs12: Path | None
     passphrase: bytes | None = field(repr=False, default=None)
+    passphrase_source: str | None = None  # named when the passphrase is wrong
 
 
 @dataclass(frozen=True)
@@ -219,23 +220,22 @@ class _Reader:
 
     # -- files ---------------------------------------------------------------------
 
-    def private_file(self, key: str, path: Path, what: str) -> None:
-        """A key or secret file must exist and be readable by its owner only."""
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            self.problem(key, f"{what} {path} does not exist")
-            return
-        except OSError as exc:
-            self.problem(key, f"{what} {path} cannot be read: {exc.strerror}")
-            return
-        if not stat.S_ISREG(st.st_mode):
-            self.problem(key, f"{what} {path} is not a regular file")
-            return
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            self.problem(key, f"{what} {path} is readable by group or others (mode "
-                         f"{mode:04o}); fix it with: chmod 600 {path}")
+    def private_file(self, key: str, path: Path, what: str, *, owner: bool = True) -> None:
+        """A key or secret file must exist, be readable by its owner only, and that owner
+        must be the user running flad (keyfiles names the chown/chmod that fixes it)."""
+        problem = keyfiles.private_file_problem(path, what, owner=owner)
+        if problem is not None:
+            self.problem(key, problem)
+
+    def secret_source(self, table: Mapping[str, Any]) -> str | None:
+        """Where the passphrase of `table` comes from, for messages (never the secret)."""
+        raw, credential = table.get("passphrase_file"), table.get("passphrase_credential")
+        if isinstance(raw, str) and raw.strip():
+            path = Path(os.path.expandvars(os.path.expanduser(raw)))
+            return f"passphrase_file {path if path.is_absolute() else self.base / path}"
+        if isinstance(credential, str):
+            return f"systemd credential {credential!r}"
+        return None
 
     def existing_file(self, key: str, path: Path, what: str) -> None:
         if not path.is_file():
@@ -266,7 +266,7 @@ class _Reader:
         if file_path is None:
             return None
         key = f"{prefix}{file_key}" if credential is None else f"{prefix}{credential_key}"
-        self.private_file(key, file_path, what)
+        self.private_file(key, file_path, what, owner=credential is None)
         try:
             return file_path.read_bytes().rstrip(b"\r\n")
         except OSError:
@@ -473,6 +473,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         keepalive_seconds=max(1, keepalive),
         proxy=proxy,
         proxy_credentials=proxy_credentials,
+        passphrase_source=r.secret_source(t),
     )
 
 
@@ -496,7 +497,8 @@ def _signing(r: _Reader, t: Any, p: str) -> SigningConfig | None:
         r.private_file(f"{p}private_key", key, "signing private key")
     if cert is not None:
         r.existing_file(f"{p}certificate", cert, "certificate")
-    return SigningConfig(certificate=cert, private_key=key, pkcs12=p12, passphrase=r.secret(t, p))
+    return SigningConfig(certificate=cert, private_key=key, pkcs12=p12, passphrase=r.secret(t, p),
+                         passphrase_source=r.secret_source(t))
 
 
 def _application(r: _Reader, t: Any, p: str) -> ApplicationConfig | None:
@@ -564,8 +566,9 @@ def _check_across_channels(r: _Reader, channels: list[ChannelConfig],
         key = f"channel {c.name!r}: "
         other = seen_quality.setdefault((c.company_id, c.quality), c.name)
         if other != c.name:
-            r.problem(f"{key}quality", f"company {c.company_id} already has a {c.quality} "
-                      f"channel ({other!r}); the platform allows one SFTP channel per "
+            article = "an" if c.quality[:1] in "aeiou" else "a"  # "an employer channel"
+            r.problem(f"{key}quality", f"company {c.company_id} already has {article} "
+                      f"{c.quality} channel ({other!r}); the platform allows one SFTP channel per "
                       "quality: send every application through that channel")
         login = (c.sftp.host.lower(), c.sftp.port, c.sftp.username)
         other = seen_login.setdefault(login, c.name)

@@ -4,8 +4,8 @@ Setting up the batch channel is mostly portal work (registration, Chaman access,
 mandates, the FLA permission) that flad cannot do; what it can do is make the two files
 Chaman asks for (the public SSH key, the certificate as .cer), refuse the set-up the
 platform would refuse (a second SFTP channel for one quality), write a configuration
-block that loads, and print the portal steps for the company's quality in the seed
-document's order, each naming its section, so nobody has to read the whole document to
+block that loads, and print the portal steps for the company's quality in the order
+of the official guide, each naming its section, so nobody has to read the whole document to
 find the part that applies.
 """
 
@@ -16,12 +16,14 @@ import base64
 import hashlib
 import os
 import re
+import shlex
 import sys
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from flad import config as config_mod
-from flad import identity, signing
+from flad import identity, service_user, signing
 
 __all__ = [
     "DEFAULT_HOST",
@@ -65,7 +67,7 @@ FLA_APPLICATION = "fla"
 DEFAULT_STATE_DIR = Path("/var/lib/flad")
 DEFAULT_SERVICE_ROOT = Path("/srv/flad")
 
-#: The quality names as Chaman and "Gestion des accès" show them (seed §3.3.1, point 4).
+#: The quality names as Chaman and "Gestion des accès" show them (guide §3.3.1, point 4).
 QUALITY_LABELS: Mapping[str, str] = {
     "employer": "Employeur ONSS",
     "social_secretariat": "Secrétariat social",
@@ -73,9 +75,9 @@ QUALITY_LABELS: Mapping[str, str] = {
     "training_provider": "Prestataire de formation",
 }
 
-# Where each step stands in the seed document. Its table of contents and its text
+# Where each step stands in the official guide. Its table of contents and its text
 # number the last sections differently; the titles are what a reader can search for.
-SEED = '"Etablir le canal batch"'
+GUIDE = '"Etablir le canal batch"'
 S_STEP1 = '§3.1 "Etape 1 : inscrire son entreprise sur le portail de la sécurité sociale"'
 S_STEP2 = "§3.2 \"Etape 2 : obtenir un accès au service en ligne 'CHAMAN'\""
 S_ANNEX = ('annex "Identifier son gestionnaire d\'accès local" (5.1 in the contents, 6.1 in '
@@ -116,7 +118,7 @@ def _usage(message: str) -> InitError:
 
 @dataclass(frozen=True)
 class ChecklistItem:
-    """One thing a person does on the portal (or with flad), and where the seed says so."""
+    """One thing a person does on the portal (or with flad), and where the guide says so."""
 
     section: str
     title: str
@@ -137,20 +139,49 @@ class ChecklistContext:
     existing_channel: bool = False  # step 3b: the SFTP channel exists for another application
     configured: bool = False  # the [[channel]] block is in the configuration
     app_code_missing: bool = False
+    given_flags: str | None = None  # the answers given this time, as flags; None: unknown
 
 
 def _rerun_command(quality: str, ctx: ChecklistContext) -> str:
-    ssh_key = " --ssh-key KEY" if ctx.existing_channel else ""
+    """The next run's command: the answers already given as they were, placeholders only
+    for what Chaman has not shown yet (sender number, user name) and the FLA code."""
+    if ctx.given_flags is not None:
+        given = f" {ctx.given_flags}" if ctx.given_flags else ""
+    else:
+        given = (" --certificate CERT --signing-key KEY (or --pkcs12 P12)"
+                 + (" --ssh-key KEY" if ctx.existing_channel else ""))
     return (f"flad init -c {ctx.config_path} --quality {quality} --company {ctx.company_id} "
-            f"--name {ctx.channel_name} --sender N --username U --app-code CODE "
-            f"--certificate CERT --signing-key KEY (or --pkcs12 P12){ssh_key}")
+            f"--name {ctx.channel_name} --sender N --username U --app-code CODE{given}")
+
+
+def _given_flags(req: InitRequest) -> str:
+    """The answers of `req` that a second run needs again, as shell-quoted flags."""
+    flags: list[str] = []
+
+    def add(flag: str, value: object | None, default: object | None = None) -> None:
+        if value is not None and value != default:
+            flags.extend([flag, str(value.absolute() if isinstance(value, Path) else value)])
+
+    add("--certificate", req.certificate)
+    add("--signing-key", req.signing_key)
+    add("--pkcs12", req.pkcs12)
+    add("--passphrase-file", req.passphrase_file)
+    add("--ssh-key", req.ssh_key)
+    add("--key-type", req.key_type, "rsa")
+    add("--keys-dir", req.keys_dir)
+    add("--owner", req.owner)
+    add("--host", req.host, DEFAULT_HOST)
+    add("--port", req.port, DEFAULT_PORT)
+    add("--outbox", req.outbox)
+    add("--inbox", req.inbox)
+    return shlex.join(flags)
 
 
 def checklist(quality: str, ctx: ChecklistContext | None = None) -> list[ChecklistItem]:
-    """The set-up steps for `quality`, in the seed's order, each naming its section.
+    """The set-up steps for `quality`, in the guide's order, each naming its section.
 
     Mandates appear only for mandataries, the quality activation only for training
-    providers: the seed gives those steps to them alone.
+    providers: the guide gives those steps to them alone.
     """
     if quality not in identity.QUALITIES:
         raise ValueError(f"unknown quality {quality!r}, expected one of "
@@ -286,13 +317,13 @@ def _quality_notes(quality: str) -> tuple[str, ...]:
 
 
 def render_checklist(quality: str, items: list[ChecklistItem]) -> str:
-    """The checklist as numbered text, each item followed by the seed section it comes from."""
+    """The checklist as numbered text, each item followed by the guide's section it comes from."""
     label = QUALITY_LABELS[quality]
-    lines = [f'Checklist for the quality {quality} ("{label}"), in the order of the seed '
-             f"document {SEED}:"]
+    lines = [f'Checklist for the quality {quality} ("{label}"), in the order of the official '
+             f"guide {GUIDE}:"]
     lines += [f"  Note: {note}" for note in _quality_notes(quality)]
     for number, item in enumerate(items, start=1):
-        lines.append(f"{number:2}. {item.title}  [seed {item.section}]")
+        lines.append(f"{number:2}. {item.title}  [guide {item.section}]")
         lines += [f"      {line}" for line in item.lines]
     return "\n".join(lines)
 
@@ -328,6 +359,7 @@ class InitRequest:
     outbox: Path | None = None
     inbox: Path | None = None
     state_dir: Path | None = None
+    owner: str | None = None  # the user the service runs as: it gets what init writes
     rsa_bits: int = DEFAULT_RSA_BITS  # not a flag: tests use smaller keys to run faster
 
 
@@ -364,6 +396,8 @@ class InitResult:
     outbox: Path
     inbox: Path
     notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
+    owner: str | None = None  # who the written files were handed to
 
 
 # --------------------------------------------------------------------------- checks
@@ -456,6 +490,11 @@ def _read_existing(path: Path) -> _Existing:
     return _Existing(tuple(t for t in tables if isinstance(t, dict)))
 
 
+def _article(word: str) -> str:
+    """ "an employer channel", "a service_provider channel" """
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _refusal(req: InitRequest, path: Path, existing: Mapping[str, Any]) -> InitError:
     """Why a second channel for one quality is refused, and what step 3b says to do."""
     name = existing.get("name", "?")
@@ -471,12 +510,12 @@ def _refusal(req: InitRequest, path: Path, existing: Mapping[str, Any]) -> InitE
         details.append(f"user {sftp['username']}")
     shown = f" ({', '.join(details)})" if details else ""
     lines = [
-        f"refused: company {req.company_id} already has a {req.quality} channel in {path}: "
-        f"{name!r}{shown}.",
-        f"The platform allows one SFTP channel per quality (seed {SEED}, {S_STEP3}): the "
-        "same channel carries every application (DmfA, DIMONA, FLA, ...), so a second one "
-        "can be neither created nor used. Nothing was written.",
-        f"Follow step 3b instead (seed {S_3B}):",
+        f"refused: company {req.company_id} already has {_article(req.quality)} "
+        f"{req.quality} channel in {path}: {name!r}{shown}.",
+        f"The platform allows one SFTP channel per quality (the official guide {GUIDE}, "
+        f"{S_STEP3}): the same channel carries every application (DmfA, DIMONA, FLA, ...), "
+        "so a second one can be neither created nor used. Nothing was written.",
+        f"Follow step 3b instead (guide {S_3B}):",
         *(f"  - {line}" for line in _step_3b_lines(label)),
     ]
     if has_fla:
@@ -633,12 +672,18 @@ def _read_passphrase(path: Path | None) -> bytes | None:
 def _load_signer(req: InitRequest, now: datetime) -> tuple[signing.Signer, tuple[str, ...]]:
     """The signer, refused when the key does not match or the certificate is not valid now."""
     passphrase = _read_passphrase(req.passphrase_file)
+    source = f"--passphrase-file {req.passphrase_file}" if req.passphrase_file else None
     try:
         if req.pkcs12 is not None:
-            signer = signing.load_signer_pkcs12(req.pkcs12, passphrase)
+            signer = signing.load_signer_pkcs12(req.pkcs12, passphrase, source)
         else:
             assert req.certificate is not None and req.signing_key is not None
-            signer = signing.load_signer_pem(req.certificate, req.signing_key, passphrase)
+            signer = signing.load_signer_pem(req.certificate, req.signing_key, passphrase,
+                                             source)
+    except signing.PassphraseError as exc:
+        hint = ("" if req.passphrase_file else
+                "; give the file holding its passphrase with --passphrase-file F (mode 0600)")
+        raise InitError(f"signing certificate: {exc}{hint}") from None
     except signing.SigningError as exc:
         raise InitError(f"signing certificate: {exc}") from None
     report = signing.check_signer(signer, now=now)
@@ -684,8 +729,8 @@ def _line(key: str, value: str, comment: str) -> str:
 
 def _daemon_text(state_dir: Path) -> str:
     return "\n".join([
-        "# flad configuration, created by `flad init`. Every key is documented in",
-        "# config.example.toml. Secrets are never written here (passphrase_file).",
+        f"{_HEADER} Every key is documented in",
+        "# config.example.toml (flad init --print-example). Secrets are never written here.",
         "",
         "[daemon]",
         _line("state_dir", _toml(state_dir), "journal (SQLite) and spool"),
@@ -836,32 +881,45 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
     name = req.name or f"{req.company_id}-{req.quality}"
     if name in existing.names():
         raise _usage(f"--name {name!r} is already a channel of {config_path}: choose another")
+    user = _service_user(req)
     signer, cert_warnings = _load_signer(req, now)
 
     notes: list[str] = []
+    made: list[Path] = []  # what init wrote or reuses of its own: handed over to `user`
     keys_dir = (req.keys_dir or config_path.parent / "keys").absolute()
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not keys_dir.exists():
+        keys_dir.mkdir(parents=True, mode=0o700)
+        made.append(keys_dir)
     ssh, ssh_notes = _ssh_key(req, keys_dir, name)
     notes += ssh_notes
+    if req.ssh_key is None:
+        made += [p for p in (ssh.private_path, ssh.public_path) if p is not None]
 
     cer_path: Path | None = None
     written = False
     if req.ssh_key is None:
         cer_path = keys_dir / f"{name}.cer"
         written = _export_cer(signer, cer_path)
+        made.append(cer_path)
     certificate = CertificateResult(cer_path, signing.describe_certificate(signer.certificate),
                                     cert_warnings, written)
 
     created = False
+    if _made_by_init(config_path):
+        made.append(config_path)  # an earlier run's: --owner now hands it over too
     if not config_path.exists():
         config_path.parent.mkdir(parents=True, exist_ok=True)
+        # 0640: no secret is ever in it (loading refuses one), but it maps the keys and
+        # folders; the service's group may read it, the drop group and others may not.
         _write_new(config_path, _daemon_text((req.state_dir or DEFAULT_STATE_DIR).absolute())
-                   .encode("utf-8"), 0o644)
+                   .encode("utf-8"), 0o640)
+        made.append(config_path)
         created = True
 
     outbox = (req.outbox or DEFAULT_SERVICE_ROOT / name / "outbox").absolute()
     inbox = (req.inbox or DEFAULT_SERVICE_ROOT / name / "inbox").absolute()
     appended = False
+    folders: list[Path] = []
     if req.sender_id is not None:
         block = _channel_text(req, name, ssh, outbox, inbox, config_path.parent / "known_hosts",
                               now, req.app_code)
@@ -874,8 +932,65 @@ def init_channel(req: InitRequest, *, now: datetime | None = None) -> InitResult
                             "it was:\n" + "\n".join(f"  {p}" for p in problems))
         _append(config_path, block, prove=req.app_code is not None)
         appended = True
+        folders = service_user.make_folders(  # made for `user`, in their parent's group
+            service_user.drop_folders(outbox, inbox, FLA_APPLICATION), user)
+    if user is not None:
+        fresh = {keys_dir} if made and made[0] == keys_dir else set()
+        if ssh.generated:
+            fresh |= {ssh.private_path, *([ssh.public_path] if ssh.public_path else [])}
+        if certificate.written and cer_path is not None:
+            fresh.add(cer_path)
+        if created:
+            fresh.add(config_path)
+        for path in service_user.hand_over(made, user):
+            if path not in fresh:
+                notes.append(f"Handed over to {user.name}: {path} (made by an earlier run).")
     return InitResult(req, name, config_path, created, ssh, certificate, appended, outbox, inbox,
-                      tuple(notes))
+                      tuple(notes), tuple(_read_warnings(req, config_path, user,
+                                                         made + folders)),
+                      user.name if user is not None else None)
+
+
+_HEADER = "# flad configuration, created by `flad init`."
+
+
+def _made_by_init(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().startswith(_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _service_user(req: InitRequest) -> service_user.ServiceUser | None:
+    if req.owner is None:
+        return None
+    try:
+        return service_user.resolve(req.owner)
+    except service_user.OwnerError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _read_warnings(req: InitRequest, config_path: Path,
+                   user: service_user.ServiceUser | None, made: list[Path]) -> list[str]:
+    """What the service will not be able to read, with the fix; or, for root without
+    --owner, that everything written belongs to root, and the chown that gives it away."""
+    if user is None:
+        if os.geteuid() != 0:
+            return []
+        return ["flad init ran as root without --owner: what it wrote belongs to root, and a "
+                "service that runs as another user cannot read its keys. Give it to that user "
+                "(flad in the systemd unit) with: "
+                + shlex.join(["chown", "flad", *map(str, made)])
+                + " (or use --owner flad next time)"]
+    private = [(p, what) for p, what in ((req.signing_key, "signing private key"),
+                                         (req.pkcs12, "PKCS#12 file"),
+                                         (req.passphrase_file, "passphrase file"),
+                                         (req.ssh_key, "SSH private key")) if p is not None]
+    public = [(p, what) for p, what in ((req.certificate, "certificate"),
+                                        (config_path, "configuration")) if p is not None]
+    return service_user.read_problems(user, [(p.absolute(), w) for p, w in private],
+                                      [(p.absolute(), w) for p, w in public])
 
 
 def _summary(result: InitResult) -> str:
@@ -891,6 +1006,9 @@ def _summary(result: InitResult) -> str:
         lines.append(f"SSH key: generated {ssh.description} key {ssh.private_path} (mode 0600, "
                      "OpenSSH format, no passphrase: keep it on this machine only).")
     lines += [f"{note}" for note in result.notes]
+    if result.owner is not None:
+        lines.append(f"Owner: what flad init wrote belongs to {result.owner}, the user the "
+                     "service runs as (keys 0600, configuration 0640).")
     if ssh.public_path is not None:
         lines.append(f"  Public key for Chaman's \"Clé SSH publique\" field: {ssh.public_path}")
     lines += [f"  {ssh.public_line[:60]}... ({ssh.fingerprint})"]
@@ -915,7 +1033,8 @@ def _summary(result: InitResult) -> str:
             lines.append("  The FLA application code is missing: fill in `code = ...` in its "
                          "[[channel.application]] with the code from the FLA batch manual "
                          "(not public here). Until then `flad check` reports it.")
-        lines.append(f"  Check it with: flad check -c {result.config_path} --offline")
+        run_as = f"sudo -u {result.owner} " if result.owner is not None else ""
+        lines.append(f"  Check it with: {run_as}flad check -c {result.config_path} --offline")
     else:
         lines.append("Configuration: no channel block yet. Create the channel in Chaman "
                      "(checklist below), then run flad init again with --sender and "
@@ -935,6 +1054,8 @@ def run_init(req: InitRequest, *, out: TextIO | None = None, err: TextIO | None 
         return exc.exit_code
     req = result.request  # with the enterprise number normalized
     print(_summary(result), file=out)
+    for warning in result.warnings:
+        print(f"flad init: warning: {warning}", file=err)
     print(file=out)
     ctx = ChecklistContext(
         config_path=str(result.config_path), channel_name=result.name,
@@ -944,12 +1065,19 @@ def run_init(req: InitRequest, *, out: TextIO | None = None, err: TextIO | None 
         outbox=str(result.outbox), inbox=str(result.inbox),
         existing_channel=req.ssh_key is not None, configured=result.appended,
         app_code_missing=result.appended and req.app_code is None,
+        given_flags=_given_flags(req),
     )
     print(render_checklist(req.quality, checklist(req.quality, ctx)), file=out)
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- command line
+
+
+def example_configuration() -> str:
+    """config.example.toml as installed with flad (package data), for --print-example."""
+    return (resources.files("flad") / "data" / "config.example.toml").read_text(
+        encoding="utf-8")
 
 
 def _ask_until(ask: Ask, prompt: str, check: Callable[[str], str | None]) -> str:
@@ -968,6 +1096,81 @@ def _quality_problem(value: str) -> str | None:
 
 def _company_problem(value: str) -> str | None:
     return identity.enterprise_number_problem(identity.normalize_enterprise_number(value))
+
+
+def _sender_problem(value: str) -> str | None:
+    if not value or _SENDER.fullmatch(value):
+        return None
+    return (f"{value!r}: the sender number is the 1 to 6 digits Chaman shows as \"numéro "
+            "d'expéditeur\" (blank if the channel is not created yet)")
+
+
+def _username_problem(value: str) -> str | None:
+    if not value:
+        return "the user name is needed"
+    return None if _USERNAME.fullmatch(value) else "no spaces, no quotes: the name from Chaman"
+
+
+def _app_code_problem(value: str) -> str | None:
+    if not value or _APP_CODE.fullmatch(value):
+        return None
+    return (f"{value!r}: the application code is 4 characters A-Z or 0-9, as the FLA batch "
+            "manual writes it (blank: fill it in later)")
+
+
+def _signer_problem(certificate: str | None, signing_key: str | None, pkcs12: str | None,
+                    passphrase_file: str | None) -> tuple[str, bool] | None:
+    """Why the signer does not open, and whether the passphrase is the cause; None if it
+    opens. Tried while asking, so that a wrong answer is asked again at once."""
+    source = f"passphrase file {passphrase_file}" if passphrase_file else None
+    try:
+        passphrase = _read_passphrase(_optional_path(passphrase_file))
+        if pkcs12 is not None:
+            signing.load_signer_pkcs12(Path(pkcs12).expanduser(), passphrase, source)
+        elif certificate is not None and signing_key is not None:
+            signing.load_signer_pem(Path(certificate).expanduser(),
+                                    Path(signing_key).expanduser(), passphrase, source)
+        else:
+            return None  # an incomplete pair: run_init names the missing flag
+    except InitError as exc:  # the passphrase file cannot be read
+        return str(exc), True
+    except signing.PassphraseError as exc:
+        return str(exc), True
+    except signing.SigningError as exc:
+        return str(exc), False
+    return None
+
+
+def _ask_signer(ask: Ask, certificate: str | None, signing_key: str | None,
+                pkcs12: str | None, passphrase_file: str | None
+                ) -> tuple[str | None, str | None, str | None, str | None]:
+    """Certificate, key and passphrase file, asked until the signer opens.
+
+    A blank or wrong passphrase (file) is asked again at once, naming the file; files
+    asked here that do not open are asked again; files given as flags are not asked
+    again (run_init then says what is wrong with them).
+    """
+    asked = certificate is None and signing_key is None and pkcs12 is None
+    while True:
+        if asked:
+            first = _ask_until(ask, "Signing certificate: PEM/DER certificate, or PKCS#12 "
+                               "(.p12/.pfx) file: ", lambda v: None if v else "a file is needed")
+            if Path(first).suffix.lower() in (".p12", ".pfx"):
+                certificate, signing_key, pkcs12 = None, None, first
+            else:
+                certificate, pkcs12 = first, None
+                signing_key = _ask_until(ask, "Its private key (PEM): ",
+                                         lambda v: None if v else "a file is needed")
+        problem = _signer_problem(certificate, signing_key, pkcs12, passphrase_file)
+        while problem is not None and problem[1]:
+            print(f"  {problem[0]}", file=sys.stderr)
+            passphrase_file = _ask_until(
+                ask, "File holding the key's passphrase (mode 0600): ",
+                lambda v: None if v else "the key is protected: a passphrase file is needed")
+            problem = _signer_problem(certificate, signing_key, pkcs12, passphrase_file)
+        if problem is None or not asked:
+            return certificate, signing_key, pkcs12, passphrase_file
+        print(f"  {problem[0]}", file=sys.stderr)
 
 
 def _optional_path(value: str | None) -> Path | None:
@@ -1009,28 +1212,19 @@ def gather(args: argparse.Namespace, *, interactive: bool, ask: Ask = input) -> 
             name = ask(f"Channel name [{default}]: ").strip() or default
         certificate, signing_key, pkcs12 = args.certificate, args.signing_key, args.pkcs12
         passphrase_file = args.passphrase_file
-        if certificate is None and signing_key is None and pkcs12 is None and interactive:
-            first = _ask_until(ask, "Signing certificate: PEM/DER certificate, or PKCS#12 "
-                               "(.p12/.pfx) file: ", lambda v: None if v else "a file is needed")
-            if Path(first).suffix.lower() in (".p12", ".pfx"):
-                pkcs12 = first
-            else:
-                certificate = first
-                signing_key = _ask_until(ask, "Its private key (PEM): ",
-                                         lambda v: None if v else "a file is needed")
-            if passphrase_file is None:
-                passphrase_file = ask("File holding the key's passphrase (blank: none): "
-                                      ).strip() or None
+        if interactive:
+            certificate, signing_key, pkcs12, passphrase_file = _ask_signer(
+                ask, certificate, signing_key, pkcs12, passphrase_file)
         sender, username, app_code = args.sender, args.username, args.app_code
         if sender is None and username is None and interactive:
-            sender = ask("Sender number shown by Chaman (blank: the channel is not created "
-                         "yet): ").strip() or None
+            sender = _ask_until(ask, "Sender number shown by Chaman (blank: the channel is not "
+                                "created yet): ", _sender_problem) or None
             if sender is not None:
                 username = _ask_until(ask, "SFTP user name chosen in Chaman: ",
-                                      lambda v: None if v else "the user name is needed")
+                                      _username_problem)
         if sender is not None and app_code is None and interactive:
-            app_code = ask("FLA application code from the FLA batch manual (blank: fill in "
-                           "later): ").strip() or None
+            app_code = _ask_until(ask, "FLA application code from the FLA batch manual (blank: "
+                                  "fill in later): ", _app_code_problem) or None
     except EOFError:
         raise _usage("no answer (end of input)") from None
     return InitRequest(
@@ -1041,6 +1235,7 @@ def gather(args: argparse.Namespace, *, interactive: bool, ask: Ask = input) -> 
         key_type=args.key_type, ssh_key=_optional_path(args.ssh_key), host=args.host,
         port=args.port, app_code=app_code, outbox=_optional_path(args.outbox),
         inbox=_optional_path(args.inbox), state_dir=_optional_path(args.state_dir),
+        owner=args.owner,
     )
 
 
@@ -1048,6 +1243,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     """`flad init`: the checklist alone with --explain, otherwise set up one channel."""
     if args.explain is not None:
         print(explain(args.explain))
+        return EXIT_OK
+    if args.print_example:
+        sys.stdout.write(example_configuration())
         return EXIT_OK
     try:
         request = gather(args, interactive=sys.stdin.isatty())
@@ -1062,7 +1260,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser(
         "init", help="set up a channel: SSH keys, certificate for Chaman, configuration, "
         "checklist",
-        description="Set up one SFTP channel as the seed document \"Etablir le canal batch\" "
+        description="Set up one SFTP channel as the official guide \"Etablir le canal batch\" "
         "describes: refuse a second channel for a quality the configuration already has "
         "(step 3b applies), generate the SSH key pair, export the signing certificate as a "
         ".cer for Chaman, append a [[channel]] block once --sender and --username are known, "
@@ -1071,6 +1269,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--explain", choices=identity.QUALITIES, metavar="QUALITY",
                    help="only print the checklist for QUALITY (one of "
                    f"{', '.join(identity.QUALITIES)}); reads and writes nothing")
+    p.add_argument("--print-example", action="store_true",
+                   help="only print the example configuration that documents every key with "
+                   "its default (config.example.toml); reads and writes nothing")
     p.add_argument("-c", "--config", metavar="CONFIG",
                    help="flad's TOML configuration; created (with [daemon]) when missing")
     p.add_argument("--quality", choices=identity.QUALITIES, help="the channel's quality")
@@ -1099,6 +1300,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help=f"SFTP port (default {DEFAULT_PORT})")
     p.add_argument("--outbox", metavar="DIR", help="default /srv/flad/<name>/outbox")
     p.add_argument("--inbox", metavar="DIR", help="default /srv/flad/<name>/inbox")
+    p.add_argument("--owner", metavar="USER",
+                   help="the user the service runs as (flad under systemd): keys, .cer, a new "
+                   "configuration and the drop folders are written for that user, and the "
+                   "files only named (signing key, passphrase file) are checked for it")
     p.add_argument("--state-dir", metavar="DIR", help="daemon.state_dir when the configuration "
                    f"is created (default {DEFAULT_STATE_DIR})")
     p.set_defaults(func=cmd_init)

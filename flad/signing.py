@@ -32,9 +32,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
+from flad import keyfiles
+
 __all__ = [
     "LINE_FORMATS",
     "CertificateReport",
+    "PassphraseError",
     "SignatureInvalid",
     "Signer",
     "SigningError",
@@ -46,6 +49,7 @@ __all__ = [
     "load_certificates",
     "load_signer_pem",
     "load_signer_pkcs12",
+    "loose_private_files",
     "make_fs",
     "sign_detached",
     "verify_fs",
@@ -78,6 +82,14 @@ _EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1"
 
 class SigningError(Exception):
     """The signer cannot be loaded or cannot sign. One line; never a secret in it."""
+
+
+class PassphraseError(SigningError):
+    """The key is protected and the passphrase is missing or wrong: ask for it again."""
+
+
+def _passphrase_hint(source: str | None) -> str:
+    return f" (read from {source})" if source else ""
 
 
 class SignatureInvalid(Exception):
@@ -170,7 +182,8 @@ def load_certificates(path: StrPath) -> list[x509.Certificate]:
     return certs
 
 
-def _load_private_key(path: StrPath, passphrase: bytes | None) -> PrivateKey:
+def _load_private_key(path: StrPath, passphrase: bytes | None,
+                      passphrase_source: str | None = None) -> PrivateKey:
     data = _read(path, "key")
     shown = os.fspath(path)
     pem = b"-----BEGIN" in data
@@ -181,7 +194,7 @@ def _load_private_key(path: StrPath, passphrase: bytes | None) -> PrivateKey:
             key = load(data, passphrase or None)
         except TypeError:
             if not passphrase:
-                raise SigningError(
+                raise PassphraseError(
                     f"key file {shown} is encrypted and no passphrase was given"
                 ) from None
             # A passphrase for a key that has none: harmless, use the key as it is.
@@ -190,24 +203,46 @@ def _load_private_key(path: StrPath, passphrase: bytes | None) -> PrivateKey:
         raise
     except (ValueError, TypeError, UnsupportedAlgorithm):
         if encrypted:
-            reason = "wrong passphrase, or a damaged key"
+            reason = f"wrong passphrase{_passphrase_hint(passphrase_source)}, or a damaged key"
+            raise PassphraseError(f"cannot load key file {shown}: {reason}") from None
         elif pem:
             reason = "no readable private key in it"
         else:
-            reason = "not a PEM or DER private key, or wrong passphrase"
+            reason = ("not a PEM or DER private key, or wrong passphrase"
+                      f"{_passphrase_hint(passphrase_source)}")
         raise SigningError(f"cannot load key file {shown}: {reason}") from None
     return _check_key_type(key, path)
 
 
+def loose_private_files(key: StrPath | None, passphrase_file: StrPath | None) -> list[str]:
+    """Problems of the private files `flad sign` was given (key or PKCS#12, passphrase
+    file): open to group or others, or owned by another user, each with its fix.
+
+    `flad sign` refuses them as configuration loading does: a signing key others can read
+    is a qualified certificate anyone on the machine can use. Missing files are left to
+    the loaders, which say they cannot be read.
+    """
+    problems = []
+    for raw, what in ((key, "key file"), (passphrase_file, "passphrase file")):
+        if raw is None or not os.path.lexists(raw):
+            continue
+        problem = keyfiles.private_file_problem(Path(raw), what)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
 def load_signer_pem(
-    cert_path: StrPath, key_path: StrPath, passphrase: bytes | None = None
+    cert_path: StrPath, key_path: StrPath, passphrase: bytes | None = None,
+    passphrase_source: str | None = None,
 ) -> Signer:
     """A signer from a PEM certificate file (signer cert + optional chain) and a key file.
 
     The certificate that matches the key is the signer's, whatever its place in the file;
     the other certificates of the file become the chain included in each signature.
+    `passphrase_source` (a file name, a credential) is named when the passphrase is wrong.
     """
-    key = _load_private_key(key_path, passphrase)
+    key = _load_private_key(key_path, passphrase, passphrase_source)
     certs = load_certificates(cert_path)
     for index, cert in enumerate(certs):
         if _key_matches(cert, key):
@@ -227,20 +262,23 @@ def _looks_like_pkcs12(data: bytes) -> bool:
         return False
 
 
-def load_signer_pkcs12(p12_path: StrPath, passphrase: bytes | None = None) -> Signer:
-    """A signer from a PKCS#12 (.p12/.pfx) file holding key, certificate and chain."""
+def load_signer_pkcs12(p12_path: StrPath, passphrase: bytes | None = None,
+                       passphrase_source: str | None = None) -> Signer:
+    """A signer from a PKCS#12 (.p12/.pfx) file holding key, certificate and chain;
+    `passphrase_source` is named when the passphrase is wrong."""
     data = _read(p12_path, "PKCS#12")
     shown = os.fspath(p12_path)
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, passphrase or None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         if not _looks_like_pkcs12(data):
-            reason = "not a PKCS#12 file"
-        elif passphrase:
-            reason = "wrong passphrase, or a damaged file"
+            raise SigningError(f"cannot open PKCS#12 file {shown}: not a PKCS#12 file"
+                               ) from None
+        if passphrase:
+            reason = f"wrong passphrase{_passphrase_hint(passphrase_source)}, or a damaged file"
         else:
             reason = "it is protected and no passphrase was given"
-        raise SigningError(f"cannot open PKCS#12 file {shown}: {reason}") from None
+        raise PassphraseError(f"cannot open PKCS#12 file {shown}: {reason}") from None
     if key is None:
         raise SigningError(f"PKCS#12 file {shown} holds no private key")
     private_key = _check_key_type(key, p12_path)

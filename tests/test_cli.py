@@ -197,6 +197,7 @@ def test_sign_pem_then_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     fi.write_bytes(sample(1))
     passfile = tmp_path / "pass"
     passfile.write_bytes(b"correct horse 42\n")
+    passfile.chmod(0o600)  # flad sign refuses a passphrase file others can read
     fs = tmp_path / "decl.fs"
     code, out, err = flad(capsys, "sign", "--cert", signer_files.cert_path, "--key",
                           signer_files.key_path, "--passphrase-file", passfile, fi, "-o", fs)
@@ -223,6 +224,7 @@ def test_sign_pkcs12_cr76_then_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     fi.write_bytes(sample(2, size=20_000))
     passfile = tmp_path / "pass"
     passfile.write_bytes(b"correct horse 42")
+    passfile.chmod(0o600)  # flad sign refuses a passphrase file others can read
     fs = tmp_path / "decl.fs"
     code, _, err = flad(capsys, "sign", "--pkcs12", signer_files.p12_path, "--passphrase-file",
                         passfile, "--line-format", "cr76", fi, "-o", fs)

@@ -43,7 +43,7 @@ def test_two_channels_of_one_quality_are_refused(tmp_path: Path) -> None:
     (problem,) = load_problems(path)
     assert str(path) in problem
     assert "channel 'b': quality" in problem
-    assert "already has a employer channel ('a')" in problem
+    assert "already has an employer channel ('a')" in problem
     assert "one SFTP channel per quality" in problem
 
 

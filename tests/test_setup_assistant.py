@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import shlex
 import stat
 import sys
 import tomllib
@@ -16,12 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from flad import checkup, config, identity
+from flad import checkup, config, identity, keyfiles
 from flad import setup_assistant as sa
 from tests import certs, configs
 
 COMPANY = configs.VALID_COMPANY
 MANDATARIES = sorted(identity.MANDATARY_QUALITIES)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def request(tmp: Path, signer: certs.SignerFiles, quality: str = "employer", *,
@@ -272,6 +275,7 @@ def test_a_second_channel_for_a_quality_is_refused_with_step_3b(
     code, out, err = run(again)
     assert code == 1 and out == ""
     assert "refused" in err and "one SFTP channel per quality" in err
+    assert "already has an employer channel" in err
     assert "'acme-employer'" in err and "§3.3.2" in err and "3b" in err
     assert f'"{sa.FLA_PERMISSION}"' in err and "modifier" in err
     assert "no new SSH key" in err
@@ -430,12 +434,15 @@ def test_without_a_terminal_the_config_flag_is_named(capsys: pytest.CaptureFixtu
 
 
 def test_on_a_terminal_the_missing_answers_are_asked(tmp_path: Path,
-                                                     signer: certs.SignerFiles) -> None:
+                                                     signer: certs.SignerFiles,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19 point 10: an answer of the wrong shape is asked again at once, instead of
+    ending the run after every question (a key without passphrase is not asked for one)."""
     parser = argparse.ArgumentParser()
     sa.add_parser(parser.add_subparsers())
     args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml")])
     answers = iter(["teacher", "training_provider", "0123.456.749", "", str(signer.cert_path),
-                    str(signer.key_path), "", "6400", "EXP_TP", "flax"])
+                    str(signer.key_path), "64OO", "6400", "EXP_TP", "flax", "FLAX"])
     asked: list[str] = []
 
     def ask(prompt: str) -> str:
@@ -447,10 +454,86 @@ def test_on_a_terminal_the_missing_answers_are_asked(tmp_path: Path,
     assert req.name == f"{COMPANY}-training_provider"  # the default offered
     assert (req.certificate, req.signing_key) == (signer.cert_path, signer.key_path)
     assert (req.sender_id, req.username, req.passphrase_file) == ("6400", "EXP_TP", None)
-    assert req.app_code == "flax"  # checked later: run_init names --app-code
-    assert len(asked) == 10
+    assert req.app_code == "FLAX"
+    assert len(asked) == 11 and not any("passphrase" in p for p in asked)
+    assert asked[6] == asked[7] and asked[9] == asked[10]  # sender, then code, asked again
+    err = capsys.readouterr().err
+    assert "'64OO': the sender number is the 1 to 6 digits" in err
+    assert "'flax': the application code is 4 characters A-Z or 0-9" in err
     code, _, err = run(replace(req, rsa_bits=2048))
-    assert code == 2 and "--app-code" in err
+    assert code == 0, err
+
+
+def test_on_a_terminal_a_blank_or_wrong_passphrase_is_asked_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = certs.write_test_signer(tmp_path / "signer", passphrase=b"right words")
+    wrong = certs.write_private(tmp_path / "wrong.pass", b"wrong words\n")
+    right = certs.write_private(tmp_path / "right.pass", b"right words\n")
+    parser = argparse.ArgumentParser()
+    sa.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml"), "--quality",
+                              "employer", "--company", COMPANY, "--name", "acme",
+                              "--certificate", str(files.cert_path),
+                              "--signing-key", str(files.key_path)])
+    answers = iter(["", str(wrong), str(tmp_path / "missing.pass"), str(right), ""])
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    req = sa.gather(args, interactive=True, ask=ask)
+    assert req.passphrase_file == right
+    assert [p.startswith("File holding the key's passphrase") for p in asked] == [
+        True, True, True, True, False]
+    err = capsys.readouterr().err
+    assert f"key file {files.key_path} is encrypted and no passphrase was given" in err
+    assert "the key is protected: a passphrase file is needed" in err  # the blank answer
+    assert f"wrong passphrase (read from passphrase file {wrong})" in err
+    assert f"cannot read --passphrase-file {tmp_path / 'missing.pass'}" in err
+    assert "words" not in err.replace(str(tmp_path), "")
+    code, _, err = run(replace(req, rsa_bits=2048, state_dir=tmp_path / "state",
+                               outbox=tmp_path / "out", inbox=tmp_path / "in"))
+    assert code == 0, err
+
+
+def test_on_a_terminal_a_certificate_that_does_not_open_is_asked_again(
+        tmp_path: Path, signer: certs.SignerFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    other = certs.write_test_signer(tmp_path / "other")
+    parser = argparse.ArgumentParser()
+    sa.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml"), "--quality",
+                              "employer", "--company", COMPANY, "--name", "acme"])
+    answers = iter([str(signer.cert_path), str(other.key_path), str(signer.cert_path),
+                    str(signer.key_path), ""])
+    req = sa.gather(args, interactive=True, ask=lambda _: next(answers))
+    assert (req.certificate, req.signing_key) == (signer.cert_path, signer.key_path)
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_the_step_6_hint_repeats_the_answers_given(tmp_path: Path,
+                                                   signer: certs.SignerFiles) -> None:
+    req = request(tmp_path, signer, configured=False, keys_dir=tmp_path / "my keys")
+    code, out, err = run(req)
+    assert code == 0, err
+    (hint,) = [line.strip() for line in out.splitlines() if line.strip().startswith("flad init -c")]
+    assert hint == (f"flad init -c {tmp_path / 'etc' / 'flad.toml'} --quality employer "
+                    f"--company {COMPANY} --name acme-employer --sender N --username U "
+                    f"--app-code CODE --certificate {signer.cert_path} --signing-key "
+                    f"{signer.key_path} --keys-dir '{tmp_path / 'my keys'}' --outbox "
+                    f"{tmp_path / 'srv' / 'employer' / 'outbox'} --inbox "
+                    f"{tmp_path / 'srv' / 'employer' / 'inbox'}")
+    assert "CERT" not in hint and "(or --pkcs12" not in hint
+    assert sa.gather(_parsed(hint), interactive=False).keys_dir == tmp_path / "my keys"
+
+
+def _parsed(command: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    sa.add_parser(parser.add_subparsers())
+    argv = shlex.split(command)[1:]
+    argv = [a if a not in ("N", "U", "CODE") else {"N": "6400", "U": "EXP", "CODE": "FLAX"}[a]
+            for a in argv]
+    return parser.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- --explain
@@ -465,7 +548,7 @@ def test_explain_prints_the_checklist_and_touches_nothing(
     out = capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
     steps = sections(out)
-    titles = [s.split("  [seed")[0].split(". ", 1)[1] for s in steps]
+    titles = [s.split("  [guide")[0].split(". ", 1)[1] for s in steps]
     expected = ["Register the company on the social-security portal"]
     if quality == "training_provider":
         expected.append('Activate the quality "Prestataire de formation" first')
@@ -479,7 +562,7 @@ def test_explain_prints_the_checklist_and_touches_nothing(
                  "Trust the server's host key",
                  "Send a first test file through INTEST"]
     assert titles == expected
-    assert all("[seed " in s for s in steps)  # every item names its section
+    assert all("[guide " in s for s in steps)  # every item names its section
     assert "§3.1" in steps[0] and "Identifier son gestionnaire" in out
     assert "flad trust-host -c CONFIG NAME" in out and "flad run -c CONFIG --once" in out
     assert "no FS signature" in out and "3b" in out
@@ -488,3 +571,98 @@ def test_explain_prints_the_checklist_and_touches_nothing(
 def test_checklist_rejects_an_unknown_quality() -> None:
     with pytest.raises(ValueError, match="unknown quality"):
         sa.checklist("payroll")
+
+
+# --------------------------------------------------------------------------- owner, folders
+
+
+def test_the_files_init_writes_have_the_modes_the_service_needs(
+        tmp_path: Path, signer: certs.SignerFiles) -> None:
+    code, _, err = run(request(tmp_path, signer))
+    assert code == 0, err
+    keys = tmp_path / "etc" / "keys"
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (
+        tmp_path / "etc" / "flad.toml", keys, keys / "acme-employer_rsa",
+        keys / "acme-employer_rsa.pub", keys / "acme-employer.cer")}
+    assert list(modes.values()) == [0o640, 0o700, 0o600, 0o644, 0o644]
+    outbox = tmp_path / "srv" / "employer" / "outbox"
+    inbox = outbox.parent / "inbox"
+    folders = {p: stat.S_IMODE(p.stat().st_mode) for p in (
+        outbox, outbox / "test", outbox / "test" / "fla", inbox, inbox / "test")}
+    # the drop group writes only into the application's folder, reads refusals and replies
+    assert list(folders.values()) == [0o2750, 0o2750, 0o2770, 0o2750, 0o2750]
+    assert {p.stat().st_gid for p in folders} == {(tmp_path / "srv" / "employer").stat().st_gid}
+
+
+def test_an_existing_drop_folder_is_left_as_it_is(tmp_path: Path,
+                                                  signer: certs.SignerFiles) -> None:
+    drop = tmp_path / "srv" / "employer" / "outbox" / "test" / "fla"
+    drop.mkdir(parents=True, mode=0o755)
+    drop.chmod(0o755)
+    assert run(request(tmp_path, signer))[0] == 0
+    assert stat.S_IMODE(drop.stat().st_mode) == 0o755
+
+
+def test_owner_is_the_user_the_files_are_written_for(tmp_path: Path,
+                                                     signer: certs.SignerFiles) -> None:
+    me = keyfiles.user_name(os.geteuid())
+    code, out, err = run(request(tmp_path, signer, owner=me, configured=False))
+    assert code == 0, err
+    assert f"--owner {me}" in out  # the step 6 hint keeps it
+    code, out, err = run(request(tmp_path, signer, owner=me))
+    assert code == 0, err
+    assert f"belongs to {me}, the user the service runs as" in out
+    assert f"sudo -u {me} flad check -c {tmp_path / 'etc' / 'flad.toml'} --offline" in out
+    assert "without --owner" not in err
+    keys = tmp_path / "etc" / "keys"
+    assert {p.stat().st_uid for p in keys.iterdir()} == {os.geteuid()}
+
+
+def test_root_without_owner_is_told_the_service_cannot_read_its_keys(
+        tmp_path: Path, signer: certs.SignerFiles) -> None:
+    code, _, err = run(request(tmp_path, signer))
+    assert code == 0
+    assert ("ran as root without --owner" in err) == (os.geteuid() == 0)
+
+
+def test_an_unknown_owner_is_refused_before_anything_is_written(
+        tmp_path: Path, signer: certs.SignerFiles) -> None:
+    code, out, err = run(request(tmp_path, signer, owner="no-such-user-19"))
+    assert code == 2 and out == ""
+    assert "--owner 'no-such-user-19': no such user on this machine" in err
+    assert not (tmp_path / "etc").exists()
+
+
+def test_print_example_prints_the_installed_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["init", "--print-example"]) == 0
+    text = capsys.readouterr().out
+    assert text == (REPO / "config.example.toml").read_text(encoding="utf-8")
+    assert "never copy this file over a" in text and "[[channel]]" in text
+
+
+def test_the_root_example_and_the_packaged_one_are_the_same_file() -> None:
+    root = (REPO / "config.example.toml").read_bytes()
+    assert root == (REPO / "flad" / "data" / "config.example.toml").read_bytes()
+    tomllib.loads(root.decode("utf-8"))  # and it is TOML
+
+
+def test_without_a_terminal_a_missing_or_wrong_passphrase_names_the_flag_and_the_file(
+        tmp_path: Path) -> None:
+    files = certs.write_test_signer(tmp_path / "signer", passphrase=b"right")
+    code, _, err = run(request(tmp_path, files))
+    assert code == 1 and "is encrypted and no passphrase was given" in err
+    assert "--passphrase-file F" in err
+    wrong = certs.write_private(tmp_path / "wrong.pass", b"wrong\n")
+    code, _, err = run(request(tmp_path, files, passphrase_file=wrong))
+    assert code == 1 and f"wrong passphrase (read from --passphrase-file {wrong})" in err
+    assert not (tmp_path / "etc").exists()
+
+
+def test_owner_on_a_second_run_hands_over_what_the_first_made(tmp_path: Path,
+                                                              signer: certs.SignerFiles) -> None:
+    me = keyfiles.user_name(os.geteuid())
+    code, out, _ = run(request(tmp_path, signer, configured=False, owner=me))
+    assert code == 0 and "Handed over" not in out  # all of it was made for `me` at once
+    code, out, err = run(request(tmp_path, signer, configured=False, owner=me))
+    assert code == 0, err
+    assert "Handed over" not in out  # already `me`'s: nothing changed hands

@@ -15,10 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from flad.remote.errors import PrivateKeyError
 
 
-def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
+def load_private_key(path: Path, passphrase: bytes | None,
+                     passphrase_source: str | None = None) -> paramiko.PKey:
     """Load an Ed25519, ECDSA or RSA private key, OpenSSH or PEM (PKCS#1, SEC1, PKCS#8).
 
-    Errors (PrivateKeyError) name the file, never the passphrase nor key material.
+    Errors (PrivateKeyError) name the file and where a wrong passphrase came from
+    (`passphrase_source`), never the passphrase nor key material.
     """
     try:
         data = path.read_bytes()
@@ -40,7 +42,8 @@ def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
                     reason = "the key is encrypted and no passphrase is configured"
             except ValueError:
                 if password is not None:
-                    reason = "wrong passphrase, or a damaged key file"
+                    source = f" (read from {passphrase_source})" if passphrase_source else ""
+                    reason = f"wrong passphrase{source}, or a damaged key file"
             except Exception:  # the loaders raise many types; hide their text
                 reason = "unreadable key file"
         if loaded is not None:

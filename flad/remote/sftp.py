@@ -98,6 +98,7 @@ class SftpSettings:
     request_timeout: float = 60.0
     keepalive_seconds: int = 15
     proxy: ProxySettings | None = None  # HTTP CONNECT or SOCKS5, when the network needs one
+    passphrase_source: str | None = None  # where the passphrase came from, for messages
 
 
 
@@ -160,7 +161,8 @@ class SftpChannel:
 
     def _private_key(self) -> paramiko.PKey:
         if self._key is None:
-            key = load_private_key(self.settings.private_key, self.settings.passphrase)
+            key = load_private_key(self.settings.private_key, self.settings.passphrase,
+                                   self.settings.passphrase_source)
             if self.settings.legacy_ssh_rsa and isinstance(key, paramiko.RSAKey):
                 assert isinstance(key.key, rsa.RSAPrivateKey)
                 key = LegacyRSAKey(key=key.key)
