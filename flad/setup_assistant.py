@@ -284,8 +284,9 @@ def checklist(quality: str, ctx: ChecklistContext | None = None) -> list[Checkli
         "With production = false, files go to INTEST (simulation), where no FS signature "
         "is needed.",
         f"Drop an FLA XML file into {ctx.outbox}/test/{FLA_APPLICATION}/, then run:",
-        f"  flad run -c {ctx.config_path} --once",
-        f"The platform's receipt (ACRF) comes back into {ctx.inbox}/test/; "
+        f"  flad run -c {ctx.config_path} --once --wait-replies 600",
+        "It waits until the platform's receipt (ACRF) is there and exits 0 only when it "
+        f"is positive; the receipt is in {ctx.inbox}/test/ and "
         f"`flad status -c {ctx.config_path}` shows the outcome.",
         "Set production = true only after a positive receipt: files then go to IN, signed.",
     )))

@@ -99,6 +99,9 @@ _ENCODING_PSEUDO_ATTR = re.compile(rb"""\bencoding\s*=\s*(["'])([^"']*)\1""")
 _CLARK_NAMESPACE = re.compile(r"\{[^\s{}']+\}(?=[A-Za-z_])")
 # lxml appends ", line N, column M" to syntax messages; the reason says it once, itself.
 _TRAILING_POSITION = re.compile(r",\s*line \d+, column \d+\s*$")
+_TAG_MISMATCH = re.compile(
+    r"Opening and ending tag mismatch: (?P<open>\S+) line (?P<at>\d+) and (?P<closing>\S+)")
+_PREMATURE_END = re.compile(r"Premature end of data in tag (?P<open>\S+) line (?P<at>\d+)")
 
 # lxml's XMLSchema keeps its error_log on the instance: two threads validating with
 # the same schema would mix their errors; and libxml2 compiling two schemas at once
@@ -348,7 +351,23 @@ def _syntax_reason(exc: etree.XMLSyntaxError) -> str:
         return f"the file has a text value too long for safety ({where})"
     if "amplification" in message:
         return f"the file expands entities beyond the safety limit ({where})"
-    return f"the file is not well-formed XML: {where}: {message}"
+    return f"the file is not well-formed XML: {where}: {_plain_tags(message, line)}"
+
+
+def _plain_tags(message: str, line: int) -> str:
+    """libxml2 names the line a tag opened on; say it once, and not when it is `line`."""
+    def opened(at: str) -> str:
+        return "on the same line" if int(at) == line else f"on line {at}"
+
+    mismatch = _TAG_MISMATCH.fullmatch(message)
+    if mismatch:
+        return (f"</{mismatch['closing']}> closes <{mismatch['open']}>, which was opened "
+                f"{opened(mismatch['at'])}")
+    premature = _PREMATURE_END.fullmatch(message)
+    if premature:
+        return (f"the file ends inside <{premature['open']}>, opened "
+                f"{opened(premature['at'])}")
+    return message
 
 
 def parse_hardened(data: bytes, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> etree._ElementTree:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flad import config as config_mod
-from flad import journal, strays
+from flad import journal, strays, xmlcheck
 from flad.cli import main
 from flad.daemon import Service
 from tests import configs
@@ -214,3 +214,17 @@ def test_validate_with_an_unknown_application_lists_the_known_ones(
     code, _, err = flad(capsys, "validate", "-c", config, "--app", "dmfa", data)
     assert code == 2, err
     assert "no application 'dmfa'; its applications: fla" in err
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("<FLADeclaration>\n<Hours>7</Hour>\n</FLADeclaration>",
+     "line 2, column 16: </Hour> closes <Hours>, which was opened on the same line"),
+    ("<FLADeclaration>\n<a>\n</FLADeclaration>",
+     "line 3, column 18: </FLADeclaration> closes <a>, which was opened on line 2"),
+    ("<FLADeclaration>\n<a>\n", "the file ends inside <a>, opened on line 2"),
+])
+def test_a_syntax_reason_says_each_line_once(text: str, reason: str) -> None:
+    with pytest.raises(xmlcheck.XmlRejected) as caught:
+        xmlcheck.parse_hardened(text.encode())
+    assert reason in str(caught.value)
+    assert str(caught.value).count("line 2") <= 1
