@@ -102,8 +102,12 @@ def anomaly_line(anomaly: dict[str, Any]) -> str:
     elif isinstance(path, str) and path:
         details.append(f"at {path}")
     location = anomaly.get("location")
-    if isinstance(location, dict) and location:
-        details.append("location " + " ".join(f"{k} {v}" for k, v in location.items()))
+    if isinstance(location, dict):
+        where = " ".join(f"{k} {location[k]}" for k in ("line", "column") if location.get(k))
+        if location.get("location"):
+            where = f"{where} at {location['location']}".strip()
+        if where:
+            details.append(where)
     return parts[0] + (f" ({', '.join(details)})" if details else "")
 
 

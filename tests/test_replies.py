@@ -207,7 +207,7 @@ def test_receipts_and_notifications_show_in_status(
     assert "receipt error ACRF-172: Te veel aangiften" in out
     assert "!! NOTIFIED" in out and "NOK 1 blocking, 1 other" in out
     assert ("anomaly 00011-155 class B: Ongeldig RSZ-nummer (tag Hours, value '25', worker "
-            "INSS 85073003328, location line 12 column 7)") in out
+            "INSS 85073003328, line 12 column 7)") in out
     assert "anomaly 00024-003 class W" in out
     rows = json.loads(_status(inst, "--json", capsys=capsys))
     by_name = {r["drop_name"]: r for r in rows}
