@@ -338,9 +338,8 @@ class ReplyPoller:
                     form: ReplyForm) -> None:
         sub, how, names = self._tie(name, index, form)
         codes = " ".join(form.error_ids)
-        verdict = replyparse.RECEPTION_MEANINGS.get(
-            form.reception_result, "no result") if form.reception_result is not None \
-            else "no result"
+        verdict = ("no result" if form.reception_result is None else
+                   replyparse.RECEPTION_MEANINGS.get(form.reception_result, "unknown result"))
         summary = " ".join(f"receipt {form.type_form or '?'} {verdict} {codes}".split())
         if sub is not None and form.reception_result is None:
             self.log.warning("reply_unreadable", file=name, form=index,
