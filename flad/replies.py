@@ -261,8 +261,10 @@ class ReplyPoller:
                                        "compressed reply, not unpacked (see the log)")
                     continue
             if parsed.application not in ("ACRF", "NOTI"):
+                kind = "compressed reply, unpacked" if parsed.type == "CO" else "reply"
                 self._record_other(folder, set_key, name, parsed.application,
-                                   self._other_summary(parsed, source))
+                                   f"{kind} of type {parsed.application}, delivered whole, "
+                                   "not read by flad")
                 continue
             try:
                 reply = replyparse.parse_reply(source.read_bytes())
@@ -272,20 +274,17 @@ class ReplyPoller:
                 self._record_other(folder, set_key, name, parsed.application,
                                    f"unreadable: {reason}")
                 continue
-            if reply.kind == replyparse.RECEIPT:
-                for index, form in enumerate(reply.forms, start=1):
-                    self._on_receipt(folder, set_key, name, index, form)
-            elif reply.kind == replyparse.NOTIFICATION:
-                self._on_notification(folder, set_key, name, reply)
-            else:
+            if reply.kind not in (replyparse.RECEIPT, replyparse.NOTIFICATION):
                 self._record_other(folder, set_key, name, reply.kind,
                                    f"root element {reply.kind}, not read by flad")
-            if not reply.forms:
+            elif not reply.forms:
+                self.log.warning("reply_unreadable", file=name, error="no Form in the file")
                 self._record_other(folder, set_key, name, reply.kind, "no Form in the file")
-
-    def _other_summary(self, parsed: naming.FileName, source: Path) -> str:
-        kind = "compressed reply, unpacked" if parsed.type == "CO" else "reply"
-        return f"{kind} of type {parsed.application}, delivered whole, not read by flad"
+            elif reply.kind == replyparse.RECEIPT:
+                for index, form in enumerate(reply.forms, start=1):
+                    self._on_receipt(folder, set_key, name, index, form)
+            else:
+                self._on_notification(folder, set_key, name, reply)
 
     def _record_other(self, folder: str, set_key: str, name: str, kind: str,
                       summary: str) -> None:

@@ -207,6 +207,9 @@ def test_sent_forms_of_the_official_examples() -> None:
 def test_a_file_without_forms_has_none() -> None:
     sample = (Path(sentforms.__file__).parent / "data" / "sample-fla.xml").read_bytes()
     assert sentforms.extract(sample) == ()
+    assert not sentforms.may_hold_forms(sample)  # not even parsed
+    assert sentforms.may_hold_forms(_dimona(1))
+    assert sentforms.may_hold_forms(b'<g:Doc xmlns:g="urn:g"><g:Form/></g:Doc>')
     assert sentforms.extract(b"") == ()
     assert sentforms.extract(b"<Dimona><Form><Identification>X</Identification></Form>") == ()
 

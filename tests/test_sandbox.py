@@ -415,6 +415,9 @@ def test_positive_receipt_then_notification_with_anomalies(
         assert acrf.fo.name == f"FO.ACRF.999999.{TODAY}.00001.R"
         trust = signing.load_certificates(sandbox.cert_path)
         signing.verify_fs(acrf.fo.read_bytes(), acrf.fs.read_bytes(), trusted=trust)
+        deadline = time.monotonic() + TIMEOUT  # they leave just after the receipt is out
+        while sftp.listdir("/IN") and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert sftp.listdir("/IN") == []  # processed files leave IN
 
         (noti,) = wait_replies(root / "OUT", "NOTI")
