@@ -17,6 +17,7 @@ from flad import config as config_mod
 from flad import identity, signing, strays, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.pipeline import FileChecker, Rejected
+from flad.replies import load_error_labels
 
 
 class UsageError(Exception):
@@ -99,6 +100,7 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
                             f"{len(config.channels)} channel(s)"))
     findings += _check_state_dir(config)
     findings.append(_check_paramiko())
+    findings += _check_error_codes(config)
     for channel in config.channels:
         findings += _check_channel_offline(channel, config.path)
         if not offline:
@@ -152,6 +154,18 @@ def _check_state_dir(config: Config) -> list[Finding]:
     if not os.access(probe, os.W_OK):
         return [Finding("error", "daemon.state_dir", f"{state} is not writable by this user")]
     return [Finding("ok", "daemon.state_dir", str(state))]
+
+
+def _check_error_codes(config: Config) -> list[Finding]:
+    """The platform's list of error codes, when named, must be that list (labels only)."""
+    path = config.daemon.error_codes
+    if path is None:
+        return []
+    labels, problem = load_error_labels(path)
+    if problem is not None:
+        return [Finding("warning", "daemon.error_codes",
+                        f"{problem}: error codes will be shown without their label")]
+    return [Finding("ok", "daemon.error_codes", f"{path}: {len(labels)} error codes")]
 
 
 def _check_folder(subject: str, folder: Path) -> Finding:

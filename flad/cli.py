@@ -190,10 +190,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     db = Journal(path, readonly=True)
     try:
+        if args.unmatched:
+            replies = db.replies(unmatched_only=True, channel=args.channel)
+            if args.since is not None:
+                replies = [r for r in replies if r["at"] >= args.since]
         subs = db.submissions(channel=args.channel, states=args.state or (), since=args.since)
         channels = db.channel_states()
     finally:
         db.close()
+    if args.unmatched:
+        if args.json:
+            print(json.dumps(status.unmatched_json(replies), indent=2))
+        else:
+            print(status.render_unmatched(replies, {c.name: c.inbox for c in config.channels}))
+        return EXIT_OK
     if args.json:
         print(json.dumps(status.as_json(subs), indent=2))
     else:
@@ -237,7 +247,8 @@ def cmd_replies(args: argparse.Namespace) -> int:
                 continue
             transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
             try:
-                count = ReplyPoller(channel, db, transport).poll()
+                count = ReplyPoller(channel, db, transport,
+                                    error_codes=config.daemon.error_codes).poll()
                 db.set_channel_state(channel.name, "connected")
                 print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
             except (TransportError, signing.SigningError) as exc:
@@ -373,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these states (repeatable)")
     p.add_argument("--channel", help="only this channel")
     p.add_argument("--since", type=_since, help="only changes since 30m, 2h, 7d or a date")
+    p.add_argument("--unmatched", action="store_true",
+                   help="list the replies tied to no submission instead (unmatched "
+                        "receipts and notifications, other reply types)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("resend", help="send a refused duplicate (or failed file) anyway",

@@ -129,6 +129,8 @@ class DaemonConfig:
     duplicate_window_days: int
     max_backoff_seconds: float
     auth_retry_minutes: float
+    #: the platform's list of error codes as downloaded from the portal (labels only)
+    error_codes: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     p = "daemon."
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
-                          "auth_retry_minutes"})
+                          "auth_retry_minutes", "error_codes"})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -329,7 +331,15 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         duplicate_window_days=window,
         max_backoff_seconds=r.positive(t, p, "max_backoff_seconds", 300.0),
         auth_retry_minutes=r.positive(t, p, "auth_retry_minutes", 30.0),
+        error_codes=_error_codes(r, t, p),
     )
+
+
+def _error_codes(r: _Reader, t: Mapping[str, Any], p: str) -> Path | None:
+    path = r.path_value(t, p, "error_codes")
+    if path is not None:
+        r.existing_file(f"{p}error_codes", path, "list of error codes")
+    return path
 
 
 def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:

@@ -164,7 +164,8 @@ class ChannelWorker:
         self.pipeline = ChannelPipeline(channel, config.daemon, journal_, self.transport,
                                         signer, config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)
-        self.poller = ReplyPoller(channel, journal_, self.transport)
+        self.poller = ReplyPoller(channel, journal_, self.transport,
+                                  error_codes=config.daemon.error_codes)
         self.next_poll = 0.0
         self.failed_until = 0.0
         self.gave_up = False

@@ -103,6 +103,33 @@ CREATE TABLE IF NOT EXISTS event (
     state         TEXT NOT NULL,
     detail        TEXT
 );
+CREATE TABLE IF NOT EXISTS sent_form (
+    submission_id  INTEGER NOT NULL REFERENCES submission (id),
+    form_index     INTEGER NOT NULL,
+    identification TEXT NOT NULL,
+    creation_date  TEXT NOT NULL,
+    creation_hour  TEXT NOT NULL,
+    declarant_ref  TEXT,
+    PRIMARY KEY (submission_id, form_index)
+);
+CREATE INDEX IF NOT EXISTS sent_form_header ON sent_form
+    (identification, creation_date, creation_hour);
+CREATE TABLE IF NOT EXISTS reply (
+    id            INTEGER PRIMARY KEY,
+    channel       TEXT NOT NULL,
+    folder        TEXT NOT NULL,
+    set_key       TEXT NOT NULL,
+    file_name     TEXT NOT NULL,
+    form_index    INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    submission_id INTEGER,
+    tied_by       TEXT,
+    names         TEXT,
+    summary       TEXT,
+    at            REAL NOT NULL,
+    UNIQUE (channel, folder, file_name, form_index)
+);
+CREATE INDEX IF NOT EXISTS reply_unmatched ON reply (submission_id);
 CREATE TABLE IF NOT EXISTS channel_state (
     channel      TEXT PRIMARY KEY,
     state        TEXT NOT NULL,
@@ -112,6 +139,34 @@ CREATE TABLE IF NOT EXISTS channel_state (
     updated_at   REAL NOT NULL
 );
 """
+
+
+#: Columns added to `submission` after its first release: an older journal gets them
+#: at open (ALTER TABLE ... ADD COLUMN), so a journal of any earlier version still opens.
+_ADDED_COLUMNS = (
+    ("receipt_errors", "TEXT"),  # JSON: every ErrorID of the receipt, with its label
+    ("receipt_type_form", "TEXT"),  # TypeForm of the receipt: PA or FA
+    ("noti_type_form", "TEXT"),  # TypeForm of the notification recorded
+    ("noti_provisional", "INTEGER"),  # 1 while only a provisional notification came
+    ("noti_forms", "TEXT"),  # JSON: one summary per form of the notification(s)
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    present = {str(r[1]) for r in db.execute("PRAGMA table_info(submission)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE submission ADD COLUMN {name} {kind}")
+
+
+@dataclass(frozen=True)
+class SentFormRow:
+    """The header of one form of a sent file (see flad.sentforms)."""
+
+    identification: str
+    creation_date: str
+    creation_hour: str
+    declarant_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +204,11 @@ class Submission:
     anomalies: str | None = None
     noti_name: str | None = None
     notified_at: float | None = None
+    receipt_errors: str | None = None
+    receipt_type_form: str | None = None
+    noti_type_form: str | None = None
+    noti_provisional: int | None = None
+    noti_forms: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -219,6 +279,14 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    _migrate(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.row_factory = sqlite3.Row
         # Reads go through their own connection: with WAL they never wait for a
@@ -529,40 +597,142 @@ class Journal:
 
     def find_sent(self, channel: str, file_name: str) -> Submission | None:
         """The submission whose GO or FI (any part) carries this name."""
-        with self._reading() as db:
-            row = db.execute(
-                "SELECT * FROM submission WHERE channel = ? AND (go_name = ? OR fi_name = ?)",
-                (channel, file_name, file_name)).fetchone()
-        return Submission(**dict(row)) if row else None
+        found = self.find_by_names(channel, file_name)
+        return found[0] if found else None
 
-    def find_by_reference(self, channel: str, reference: str) -> Submission | None:
+    def find_by_names(self, channel: str, *names: str) -> list[Submission]:
+        """The submissions whose GO or FI carries one of these names (FI: part 1)."""
+        if not names:
+            return []
+        marks = ",".join("?" * len(names))
         with self._reading() as db:
-            row = db.execute(
-                "SELECT * FROM submission WHERE channel = ? AND reference_nbr = ?",
-                (channel, reference)).fetchone()
-        return Submission(**dict(row)) if row else None
+            rows = db.execute(
+                f"SELECT * FROM submission WHERE channel = ? AND (go_name IN ({marks})"
+                f" OR fi_name IN ({marks})) ORDER BY id", (channel, *names, *names)).fetchall()
+        return [Submission(**dict(r)) for r in rows]
 
-    def record_receipt(self, sub_id: int, *, accepted: bool, error_id: str | None,
-                       reference: str | None, receipt_name: str, detail: str | None) -> None:
+    def find_by_reference(self, channel: str, reference: str) -> list[Submission]:
+        """The submissions whose receipt gave this ticket (ReferenceNbr)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM submission WHERE channel = ? AND reference_nbr = ? ORDER BY id",
+                (channel, reference)).fetchall()
+        return [Submission(**dict(r)) for r in rows]
+
+    def record_sent_forms(self, sub_id: int, forms: Sequence[SentFormRow]) -> None:
+        """The form headers of a checked file (replacing those of an earlier check)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM sent_form WHERE submission_id = ?", (sub_id,))
+            db.executemany(
+                "INSERT INTO sent_form (submission_id, form_index, identification,"
+                " creation_date, creation_hour, declarant_ref) VALUES (?,?,?,?,?,?)",
+                [(sub_id, i, f.identification, f.creation_date, f.creation_hour,
+                  f.declarant_reference) for i, f in enumerate(forms, start=1)])
+
+    def sent_forms(self, sub_id: int) -> list[SentFormRow]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT identification, creation_date, creation_hour, declarant_ref FROM"
+                " sent_form WHERE submission_id = ? ORDER BY form_index", (sub_id,)).fetchall()
+        return [SentFormRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def find_by_form(self, channel: str, form: SentFormRow) -> list[Submission]:
+        """Sent submissions holding a form with this header (and declarant reference, if given)."""
+        marks = ",".join("?" * len((*SENT_STATES, REFUSED)))
+        sql = ("SELECT DISTINCT s.* FROM submission s JOIN sent_form f ON f.submission_id = s.id"
+               " WHERE s.channel = ? AND f.identification = ? AND f.creation_date = ?"
+               f" AND f.creation_hour = ? AND s.state IN ({marks})")
+        args: list[object] = [channel, form.identification, form.creation_date,
+                              form.creation_hour, *SENT_STATES, REFUSED]
+        if form.declarant_reference:
+            sql += " AND f.declarant_ref = ?"
+            args.append(form.declarant_reference)
+        with self._reading() as db:
+            rows = db.execute(sql + " ORDER BY s.id", args).fetchall()
+        return [Submission(**dict(r)) for r in rows]
+
+    def record_receipt(self, sub_id: int, *, accepted: bool, errors: Sequence[dict[str, Any]],
+                       reference: str | None, receipt_name: str, type_form: str | None,
+                       detail: str | None) -> None:
+        """A receipt's verdict, whichever TypeForm (PA or FA) it carries."""
         state = ACKNOWLEDGED if accepted else REFUSED
+        codes = " ".join(str(e["error_id"]) for e in errors) or None
         fields: dict[str, Any] = {
-            "receipt_result": int(accepted), "receipt_error": error_id,
-            "receipt_name": receipt_name, "receipt_at": self._clock(),
-            "reference_nbr": reference}
+            "receipt_result": int(accepted), "receipt_error": codes,
+            "receipt_errors": json.dumps(list(errors)), "receipt_type_form": type_form,
+            "receipt_name": receipt_name, "receipt_at": self._clock()}
+        if reference:
+            fields["reference_nbr"] = reference
         current = self.get(sub_id)
         if current is not None and current.state == NOTIFIED:
             state = NOTIFIED  # a late receipt never moves a notified submission back
         if not accepted:
-            fields["error"] = detail or error_id
-        self._set(sub_id, state, detail or error_id, **fields)
+            fields["error"] = detail or codes
+        self._set(sub_id, state, detail or codes, **fields)
 
     def record_notification(self, sub_id: int, *, result: int | None, blocking: int,
-                            other: int, anomalies: Sequence[dict[str, str]],
-                            noti_name: str) -> None:
-        self._set(sub_id, NOTIFIED, f"{blocking} blocking, {other} other anomalies",
+                            other: int, anomalies: Sequence[dict[str, Any]],
+                            noti_name: str, type_form: str | None = None,
+                            provisional: bool = False,
+                            forms: Sequence[dict[str, Any]] = ()) -> bool:
+        """A notification; False when it was provisional and a final one is already there.
+
+        A final notification makes the submission `notified`, whatever its result. A
+        provisional one (PA, or result 3) is recorded and shown but leaves the state
+        as it is: the wait for the final answer goes on.
+        """
+        current = self.get(sub_id)
+        if current is None:
+            return False
+        detail = (f"{'provisional: ' if provisional else ''}result {result}, {blocking} "
+                  f"blocking, {other} other anomalies")
+        if provisional and current.notified_at is not None and not current.noti_provisional:
+            with self._tx() as db:
+                self._event(db, sub_id, current.state, f"late {detail} ({noti_name})")
+            return False
+        self._set(sub_id, current.state if provisional else NOTIFIED, detail,
                   noti_result=result, anomalies_blocking=blocking, anomalies_other=other,
                   anomalies=json.dumps(list(anomalies)), noti_name=noti_name,
-                  notified_at=self._clock())
+                  notified_at=self._clock(), noti_type_form=type_form,
+                  noti_provisional=int(provisional), noti_forms=json.dumps(list(forms)))
+        return True
+
+    def record_reply(self, *, channel: str, folder: str, set_key: str, file_name: str,
+                     form_index: int, kind: str, submission_id: int | None,
+                     tied_by: str | None, names: dict[str, Any], summary: str) -> None:
+        """One reply file (form_index 0) or one form of it, tied or not (idempotent)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO reply (channel, folder, set_key, file_name, form_index, kind,"
+                " submission_id, tied_by, names, summary, at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (channel, folder, file_name, form_index) DO UPDATE SET"
+                " kind = excluded.kind, submission_id = excluded.submission_id,"
+                " tied_by = excluded.tied_by, names = excluded.names,"
+                " summary = excluded.summary",
+                (channel, folder, set_key, file_name, form_index, kind, submission_id,
+                 tied_by, json.dumps(names, sort_keys=True), summary, self._clock()))
+
+    def replies(self, *, unmatched_only: bool = False,
+                channel: str | None = None) -> list[dict[str, Any]]:
+        """Recorded replies, oldest first; [] from a journal older than that record."""
+        sql = "SELECT * FROM reply WHERE 1=1"
+        args: list[object] = []
+        if unmatched_only:
+            sql += " AND submission_id IS NULL"
+        if channel:
+            sql += " AND channel = ?"
+            args.append(channel)
+        try:
+            with self._reading() as db:
+                rows = db.execute(sql + " ORDER BY id", args).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a journal of an older flad, opened read-only
+        found = []
+        for r in rows:
+            row = dict(r)
+            row["names"] = json.loads(row["names"]) if row["names"] else {}
+            found.append(row)
+        return found
 
     # -- channels ------------------------------------------------------------------
 

@@ -21,7 +21,18 @@ from pathlib import Path
 
 from lxml import etree
 
-from flad import durable, faults, identity, journal, logs, memory, outbox, signing, xmlcheck
+from flad import (
+    durable,
+    faults,
+    identity,
+    journal,
+    logs,
+    memory,
+    outbox,
+    sentforms,
+    signing,
+    xmlcheck,
+)
 from flad.config import ApplicationConfig, ChannelConfig, DaemonConfig
 from flad.journal import Journal, Submission
 from flad.remote import Remote, RemotePermissionDenied
@@ -205,7 +216,16 @@ class ChannelPipeline:
             # before any later use (a machine crash may leave it torn)
             durable.write_file(self._fs_path(sub), fs, 0o600, sync=False)
         sha256 = hashing.result() if hashing is not None else sub.sha256 or _sha256(data)
+        self._record_forms(sub, data)
         return Checked(sub, app, data, fs, sha256)
+
+    def _record_forms(self, sub: Submission, data: bytes) -> None:
+        """The header of every form of the file: a reply without FileReference names them."""
+        forms = sentforms.extract(data) if sentforms.may_hold_forms(data) else ()
+        if forms or self.journal.sent_forms(sub.id):
+            self.journal.record_sent_forms(sub.id, [journal.SentFormRow(
+                f.identification, f.creation_date, f.creation_hour, f.declarant_reference)
+                for f in forms])
 
     def close(self) -> None:
         self._side_thread.shutdown(wait=False, cancel_futures=True)

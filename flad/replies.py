@@ -16,94 +16,42 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from cryptography import x509
-from lxml import etree
 
-from flad import durable, faults, logs, naming, signing, xmlcheck
+from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
 from flad.config import ChannelConfig
-from flad.journal import Journal
+from flad.journal import Journal, SentFormRow, Submission
 from flad.remote import Remote
+from flad.replyparse import Reply, ReplyForm
 
 #: Remote reply folder per local environment.
 REMOTE_OUT = {"test": "OUTTEST", "production": "OUT"}
 DATA_TYPES = ("FO", "CO")
-#: AnomalyClass values that block the declaration; others are warnings.
-BLOCKING_CLASSES = frozenset({"B", "BLOCKING", "1"})
 INCOMING = ".incoming"
+#: which result of several forms speaks for a submission: the one a person must see first
+_RESULT_PRIORITY = (0, 4, 2, 3, 1)
 
 
-@dataclass(frozen=True)
-class Receipt:
-    file_name: str | None
-    reference: str | None
-    accepted: bool | None
-    error_id: str | None
-    description: str | None
+def load_error_labels(path: Path | None) -> tuple[dict[str, str], str | None]:
+    """The labels of `[daemon] error_codes`, or ({}, why not) when they cannot be read."""
+    if path is None:
+        return {}, None
+    try:
+        return replyparse.parse_error_codes(path.read_bytes()), None
+    except (OSError, ValueError) as exc:
+        return {}, f"{path}: {getattr(exc, 'strerror', None) or exc}"
 
 
-@dataclass(frozen=True)
-class Notification:
-    reference: str | None
-    file_name: str | None
-    result: int | None
-    anomalies: tuple[dict[str, str], ...]
-
-    @property
-    def blocking(self) -> int:
-        return sum(1 for a in self.anomalies if a.get("class", "").upper() in BLOCKING_CLASSES)
-
-    @property
-    def other(self) -> int:
-        return len(self.anomalies) - self.blocking
-
-
-def _text(root: etree._Element, xpath: str) -> str | None:
-    found = root.xpath(xpath)
-    if isinstance(found, list) and found:
-        first = found[0]
-        text = first.text if isinstance(first, etree._Element) else str(first)
-        return text.strip() if text else None
-    return None
-
-
-def _q(*names: str) -> str:
-    return "//" + "/".join(f"*[local-name()='{n}']" for n in names)
-
-
-def parse_receipt(data: bytes) -> Receipt:
-    root = xmlcheck.parse_hardened(data).getroot()
-    code = _text(root, _q("ReceptionResult", "ResultCode"))
-    return Receipt(
-        file_name=_text(root, _q("FileReference", "FileName")),
-        reference=_text(root, _q("FileReference", "ReferenceNbr")),
-        accepted=None if code is None else code == "1",
-        error_id=_text(root, _q("ErrorID")),
-        description=_text(root, _q("ReceptionResult", "ErrorDescription")),
-    )
-
-
-def parse_notification(data: bytes) -> Notification:
-    root = xmlcheck.parse_hardened(data).getroot()
-    anomalies = []
-    reports = root.xpath(_q("AnomalyReport"))
-    for report in reports if isinstance(reports, list) else []:
-        if not isinstance(report, etree._Element):
-            continue
-        entry = {key: _text(report, f"./*[local-name()='{tag}']") or ""
-                 for key, tag in (("error_id", "ErrorID"), ("class", "AnomalyClass"),
-                                  ("path", "Path"), ("description", "Description"))}
-        anomalies.append(entry)
-    result = _text(root, "/*/*[local-name()='Form']/*[local-name()='HandlingResult']/"
-                         "*[local-name()='ResultCode']") or _text(
-        root, _q("HandlingResult", "ResultCode"))
-    return Notification(
-        reference=_text(root, _q("Reference", "ReferenceNbr")),
-        file_name=_text(root, _q("Reference", "FileName")),
-        result=int(result) if result and result.isdigit() else None,
-        anomalies=tuple(anomalies),
-    )
+def combined_result(forms: list[ReplyForm]) -> int | None:
+    """One result for the forms of one submission: NOK first, then timeout, proposal, ..."""
+    results = {f.result for f in forms if f.result is not None}
+    for code in _RESULT_PRIORITY:
+        if code in results:
+            return code
+    return min(results) if results else None
 
 
 @dataclass
@@ -114,6 +62,8 @@ class ReplyPoller:
     journal: Journal
     transport: Remote
     clock: Callable[[], float] = time.time
+    #: the platform's list of error codes (`[daemon] error_codes`), for their labels
+    error_codes: Path | None = None
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None
 
@@ -121,6 +71,10 @@ class ReplyPoller:
         self.log = logs.get("flad.replies").bind(channel=self.channel.name)
         if self.channel.reply_trust is not None:
             self._trust = signing.load_certificates(self.channel.reply_trust)
+        self._labels, problem = load_error_labels(self.error_codes)
+        if problem is not None:
+            self.log.warning("error_codes_unreadable", reason=problem,
+                             hint="error codes are shown without their label")
 
     def poll(self) -> int:
         """One pass over OUT/OUTTEST; returns the number of sets delivered."""
@@ -151,7 +105,18 @@ class ReplyPoller:
             files = complete[set_key]
             state = self.journal.reply_set_state(self.channel.name, folder, set_key)
             if state == "removed":
-                continue  # listed again before the removal became visible: nothing to do
+                # Listed again before the removal became visible, or a new set under a
+                # name seen before (a sandbox restarted with a fresh root numbers its
+                # replies from 1 again). Never delivered twice; said once, not in silence.
+                if f"seen:{folder}/{set_key}" not in self._warned:
+                    self._warned.add(f"seen:{folder}/{set_key}")
+                    self.log.warning(
+                        "reply_set_seen_before", folder=folder, set_key=set_key,
+                        files=sorted(files),
+                        hint="a set of this name was delivered and removed before; it is "
+                             "left on the server and not delivered again. If it is a new "
+                             "reply under a reused name, fetch it by hand")
+                continue
             if state != "delivered":  # absent, or `delivering` when a crash interrupted it
                 if not self._deliver(environment, folder, set_key, files, listing):
                     continue
@@ -181,15 +146,18 @@ class ReplyPoller:
                     return False
                 self.log.info("reply_downloaded", folder=folder, set_key=set_key,
                               files=names, duration_ms=int((time.monotonic() - started) * 1000))
+                self._unpack(folder, set_key, staging, files)
                 # correlation is idempotent: a crash before `delivering` repeats it
-                self._correlate(staging, files)
+                self._correlate(folder, set_key, staging, files)
                 self.journal.record_reply_set(self.channel.name, folder, set_key, names,
                                               "delivering")
                 faults.point("before_reply_rename")
             inbox.mkdir(parents=True, exist_ok=True)
-            for name in names:  # data and FS first, GO last
+            gos = [n for n in names if files[n].type == "GO"]
+            staged = sorted(os.listdir(staging)) if staging.exists() else []
+            for name in [n for n in staged if n not in gos] + gos:  # GO last
                 if (staging / name).exists():
-                    if files[name].type == "GO":
+                    if name in gos:
                         durable.fsync_dir(inbox)
                     os.replace(staging / name, inbox / name)
             durable.fsync_dir(inbox)
@@ -254,49 +222,222 @@ class ReplyPoller:
         self.journal.record_reply_removed(self.channel.name, folder, set_key)
         self.log.info("reply_removed", folder=folder, set_key=set_key)
 
-    def _correlate(self, inbox: Path, files: dict[str, naming.FileName]) -> None:
+    def _unpack(self, folder: str, set_key: str, staging: Path,
+                files: dict[str, naming.FileName]) -> None:
+        """A CO file that is a ZIP of one entry is also unpacked beside it, within limits."""
         for name, parsed in sorted(files.items()):
-            if parsed.type != "FO":
+            if parsed.type != "CO":
+                continue
+            target = staging / replyunpack.unpacked_name(name)
+            try:
+                size = replyunpack.unpack_single(staging / name, target)
+            except replyunpack.UnpackRefused as exc:
+                self.log.warning("reply_unpack_refused", folder=folder, set_key=set_key,
+                                 file=name, reason=str(exc),
+                                 hint="the CO file is delivered as received")
+                continue
+            except OSError as exc:
+                self.log.warning("reply_unpack_refused", folder=folder, set_key=set_key,
+                                 file=name, reason=exc.strerror or str(exc),
+                                 hint="the CO file is delivered as received")
+                target.unlink(missing_ok=True)
+                continue
+            self.log.info("reply_unpacked", folder=folder, set_key=set_key, file=name,
+                          unpacked=target.name, size=size)
+        durable.fsync_dir(staging)
+
+    # -- reading replies and tying them to submissions ---------------------------------
+
+    def _correlate(self, folder: str, set_key: str, staging: Path,
+                   files: dict[str, naming.FileName]) -> None:
+        for name, parsed in sorted(files.items()):
+            if parsed.type not in DATA_TYPES:
+                continue
+            source = staging / name
+            if parsed.type == "CO":
+                source = staging / replyunpack.unpacked_name(name)
+                if not source.exists():
+                    self._record_other(folder, set_key, name, f"CO.{parsed.application}",
+                                       "compressed reply, not unpacked (see the log)")
+                    continue
+            if parsed.application not in ("ACRF", "NOTI"):
+                kind = "compressed reply, unpacked" if parsed.type == "CO" else "reply"
+                self._record_other(folder, set_key, name, parsed.application,
+                                   f"{kind} of type {parsed.application}, delivered whole, "
+                                   "not read by flad")
                 continue
             try:
-                data = (inbox / name).read_bytes()
-                if parsed.application == "ACRF":
-                    self._on_receipt(name, parse_receipt(data))
-                elif parsed.application == "NOTI":
-                    self._on_notification(name, parse_notification(data))
-                else:
-                    self.log.info("reply_unknown_type", file=name)
-            except (xmlcheck.XmlRejected, OSError, ValueError) as exc:
-                self.log.warning("reply_unreadable", file=name, error=str(exc))
+                reply = replyparse.parse_reply(source.read_bytes())
+            except (replyparse.ReplyUnreadable, OSError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                self.log.warning("reply_unreadable", file=name, error=reason)
+                self._record_other(folder, set_key, name, parsed.application,
+                                   f"unreadable: {reason}")
+                continue
+            if reply.kind not in (replyparse.RECEIPT, replyparse.NOTIFICATION):
+                self._record_other(folder, set_key, name, reply.kind,
+                                   f"root element {reply.kind}, not read by flad")
+            elif not reply.forms:
+                self.log.warning("reply_unreadable", file=name, error="no Form in the file")
+                self._record_other(folder, set_key, name, reply.kind, "no Form in the file")
+            elif reply.kind == replyparse.RECEIPT:
+                for index, form in enumerate(reply.forms, start=1):
+                    self._on_receipt(folder, set_key, name, index, form)
+            else:
+                self._on_notification(folder, set_key, name, reply)
 
-    def _on_receipt(self, name: str, receipt: Receipt) -> None:
-        sub = (self.journal.find_sent(self.channel.name, receipt.file_name)
-               if receipt.file_name else None)
-        if sub is None or receipt.accepted is None:
-            self.log.warning("reply_unmatched", file=name, names=receipt.file_name)
+    def _record_other(self, folder: str, set_key: str, name: str, kind: str,
+                      summary: str) -> None:
+        self.journal.record_reply(channel=self.channel.name, folder=folder, set_key=set_key,
+                                  file_name=name, form_index=0, kind=kind,
+                                  submission_id=None, tied_by=None, names={},
+                                  summary=summary)
+        self.log.info("reply_other", file=name, kind=kind, summary=summary)
+
+    def _tie(self, name: str, index: int,
+             form: ReplyForm) -> tuple[Submission | None, str | None, dict[str, object]]:
+        """The submission a form answers, how it was found, and what the form names.
+
+        In order: FileReference/FileName (any name of the set flad sent), the
+        ticket(s) it carries, then - only without FileReference - the sent form's own
+        header (HandledOriginalForm and the declarant's reference). A step that finds
+        several submissions ties nothing and says so.
+        """
+        names: dict[str, object] = {}
+        ref = form.file_reference
+        channel = self.channel.name
+        steps: list[tuple[str, Callable[[], list[Submission]]]] = []
+        if ref is not None and ref.file_name:
+            names["file_name"] = ref.file_name
+            steps.append(("file_name", partial(self.journal.find_by_names, channel,
+                                               *_set_names(ref.file_name))))
+        if form.tickets:
+            names["tickets"] = list(form.tickets)
+        for ticket in form.tickets:
+            steps.append(("ticket", partial(self.journal.find_by_reference, channel, ticket)))
+        handled = form.handled_form
+        if ref is None and handled is not None and handled.identification and \
+                handled.creation_date and handled.creation_hour:
+            sent = SentFormRow(handled.identification, handled.creation_date,
+                               handled.creation_hour, form.declarant_reference)
+            names["form"] = {k: v for k, v in sent.__dict__.items() if v}
+            steps.append(("form", partial(self.journal.find_by_form, channel, sent)))
+        for how, find in steps:
+            found = find()
+            if len(found) == 1:
+                return found[0], how, names
+            if len(found) > 1:
+                self.log.warning("reply_ambiguous", file=name, form=index, by=how,
+                                 names=names, submissions=[s.id for s in found],
+                                 hint="tied to none of them; see flad status --unmatched")
+                return None, None, names
+        return None, None, names
+
+    def _on_receipt(self, folder: str, set_key: str, name: str, index: int,
+                    form: ReplyForm) -> None:
+        sub, how, names = self._tie(name, index, form)
+        codes = " ".join(form.error_ids)
+        verdict = ("no result" if form.reception_result is None else
+                   replyparse.RECEPTION_MEANINGS.get(form.reception_result, "unknown result"))
+        summary = " ".join(f"receipt {form.type_form or '?'} {verdict} {codes}".split())
+        if sub is not None and form.reception_result is None:
+            self.log.warning("reply_unreadable", file=name, form=index,
+                             error="the receipt has no ReceptionResult/ResultCode")
+            sub = None
+        self.journal.record_reply(channel=self.channel.name, folder=folder, set_key=set_key,
+                                  file_name=name, form_index=index, kind=replyparse.RECEIPT,
+                                  submission_id=sub.id if sub else None, tied_by=how,
+                                  names=names, summary=summary)
+        if sub is None:
+            self.log.warning("reply_unmatched", file=name, form=index, kind="ACRF",
+                             names=names, summary=summary)
             return
-        detail = " ".join(f"{receipt.error_id or ''} {receipt.description or ''}".split())
-        self.journal.record_receipt(sub.id, accepted=receipt.accepted,
-                                    error_id=receipt.error_id, reference=receipt.reference,
-                                    receipt_name=name, detail=detail or None)
-        if receipt.accepted:
+        accepted = form.reception_result == 1
+        errors = [{"error_id": e, "label": replyparse.label_for(e, self._labels)}
+                  for e in form.error_ids]
+        detail = "; ".join(f"{e['error_id']} {e['label'] or ''}".strip() for e in errors)
+        self.journal.record_receipt(sub.id, accepted=accepted, errors=errors,
+                                    reference=form.file_reference.number
+                                    if form.file_reference else None,
+                                    receipt_name=name, type_form=form.type_form,
+                                    detail=detail or None)
+        if accepted:
             self.log.info("submission_acknowledged", submission=sub.id, fi_name=sub.fi_name,
-                          reference=receipt.reference)
+                          reference=form.file_reference.number if form.file_reference
+                          else None, type_form=form.type_form, tied_by=how)
         else:
             self.log.warning("submission_refused", submission=sub.id, fi_name=sub.fi_name,
-                             error_id=receipt.error_id, reason=receipt.description)
+                             error_ids=list(form.error_ids), reason=detail or None,
+                             type_form=form.type_form, tied_by=how)
 
-    def _on_notification(self, name: str, noti: Notification) -> None:
-        sub = None
-        if noti.reference:
-            sub = self.journal.find_by_reference(self.channel.name, noti.reference)
-        if sub is None and noti.file_name:
-            sub = self.journal.find_sent(self.channel.name, noti.file_name)
-        if sub is None:
-            self.log.warning("reply_unmatched", file=name, reference=noti.reference)
-            return
-        self.journal.record_notification(sub.id, result=noti.result, blocking=noti.blocking,
-                                         other=noti.other, anomalies=noti.anomalies,
-                                         noti_name=name)
-        self.log.info("submission_notified", submission=sub.id, fi_name=sub.fi_name,
-                      result=noti.result, blocking=noti.blocking, other=noti.other)
+    def _on_notification(self, folder: str, set_key: str, name: str, reply: Reply) -> None:
+        groups: dict[int, list[tuple[int, ReplyForm, str]]] = defaultdict(list)
+        subs: dict[int, Submission] = {}
+        for index, form in enumerate(reply.forms, start=1):
+            sub, how, names = self._tie(name, index, form)
+            summary = _noti_summary(form)
+            self.journal.record_reply(
+                channel=self.channel.name, folder=folder, set_key=set_key, file_name=name,
+                form_index=index, kind=replyparse.NOTIFICATION,
+                submission_id=sub.id if sub else None, tied_by=how, names=names,
+                summary=summary)
+            if sub is None:
+                self.log.warning("reply_unmatched", file=name, form=index,
+                                 kind="NOTIFICATION", names=names, summary=summary)
+                continue
+            assert how is not None
+            subs[sub.id] = sub
+            groups[sub.id].append((index, form, how))
+        for sub_id, entries in groups.items():
+            forms = [f for _, f, _ in entries]
+            anomalies = [{**a.as_json(self._labels), "form": index}
+                         for index, f, _ in entries for a in f.anomalies]
+            blocking = sum(1 for _, f, _ in entries for a in f.anomalies if a.blocking)
+            provisional = all(f.provisional for f in forms)
+            type_forms = [f.type_form for f in forms if f.type_form]
+            type_form = replyparse.PROVISIONAL if provisional else next(
+                (t for t in type_forms if t != replyparse.PROVISIONAL), None)
+            result = combined_result(forms)
+            summaries = [_form_json(index, f, how) for index, f, how in entries]
+            recorded = self.journal.record_notification(
+                sub_id, result=result, blocking=blocking, other=len(anomalies) - blocking,
+                anomalies=anomalies, noti_name=name, type_form=type_form,
+                provisional=provisional, forms=summaries)
+            sub = subs[sub_id]
+            event = "submission_notified_provisional" if provisional else "submission_notified"
+            self.log.info(event, submission=sub_id, fi_name=sub.fi_name, result=result,
+                          meaning=replyparse.RESULT_MEANINGS.get(result or -1),
+                          forms=len(forms), blocking=blocking,
+                          other=len(anomalies) - blocking, recorded=recorded)
+
+
+def _set_names(file_name: str) -> tuple[str, ...]:
+    """The name a reply gives, and the GO name of its set (an FI or FS part names it too)."""
+    try:
+        parsed = naming.parse(file_name)
+    except naming.InvalidName:
+        return (file_name,)
+    if parsed.type not in ("FI", "FS", "GO"):
+        return (file_name,)
+    return tuple(dict.fromkeys((file_name, str(parsed.with_type("GO")))))
+
+
+def _noti_summary(form: ReplyForm) -> str:
+    meaning = form.result_meaning or "no result"
+    provisional = " (provisional)" if form.provisional else ""
+    return (f"notification {form.type_form or '?'} result {form.result}: {meaning}"
+            f"{provisional}, {form.blocking} blocking of {len(form.anomalies)} anomalies")
+
+
+def _form_json(index: int, form: ReplyForm, how: str) -> dict[str, object]:
+    handled = form.handled_form
+    return {"form": index, "identification": form.identification,
+            "type_form": form.type_form, "result": form.result,
+            "meaning": form.result_meaning, "provisional": form.provisional,
+            "tied_by": how, "ticket": form.tickets[0] if form.tickets else None,
+            "handled_form": None if handled is None else {
+                "identification": handled.identification,
+                "creation_date": handled.creation_date,
+                "creation_hour": handled.creation_hour},
+            "declarant_reference": form.declarant_reference,
+            "employer": dict(form.employer), "anomalies": len(form.anomalies)}

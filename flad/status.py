@@ -14,6 +14,7 @@ from flad import durable, journal
 from flad.config import Config
 from flad.journal import ChannelState, Journal, Submission
 from flad.outbox import Claimer, DropFolder
+from flad.replyparse import RESULT_MEANINGS
 
 ALL_STATES = journal.STATES
 #: States an operator must look at; the plain output marks them.
@@ -29,7 +30,13 @@ def as_json(subs: Sequence[Submission]) -> list[dict[str, Any]]:
         row["sent_at"] = _iso(s.sent_at)
         row["receipt_at"] = _iso(s.receipt_at)
         row["notified_at"] = _iso(s.notified_at)
-        row["anomalies"] = json.loads(s.anomalies) if s.anomalies else []
+        row["anomalies"] = _anomalies(s)
+        row["receipt_errors"] = _receipt_errors(s)
+        row["noti_forms"] = _json_list(s.noti_forms)
+        row["noti_provisional"] = bool(s.noti_provisional)
+        row["noti_meaning"] = (RESULT_MEANINGS.get(s.noti_result)
+                               if s.noti_result is not None else None)
+        row["needs_attention"] = needs_attention(s)
         rows.append(row)
     return rows
 
@@ -59,7 +66,7 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
     header = ("ID", "CHANNEL", "ENV", "STATE", "DROP NAME", "FI NAME", "RECEIPT",
               "NOTIFICATION", "UPDATED")
     rows = [(str(s.id), s.channel, s.environment,
-             ("!! " if _needs_attention(s) else "") + s.state.upper(),
+             ("!! " if needs_attention(s) else "") + s.state.upper(),
              s.drop_name, s.fi_name or "-", _receipt(s), _notification(s),
              _short(s.updated_at)) for s in subs]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -69,10 +76,12 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
         if sub.error:
             lines.append(f"    {'reason' if sub.state in ATTENTION else 'last error'}: "
                          f"{sub.error}")
+        for error in _receipt_errors(sub):
+            if len(_receipt_errors(sub)) > 1 or error.get("label"):
+                lines.append(f"    receipt error {error.get('error_id')}"
+                             + (f": {error['label']}" if error.get("label") else ""))
         for anomaly in _anomalies(sub):
-            lines.append(f"    anomaly {anomaly.get('class', '?')} {anomaly.get('error_id', '')}"
-                         f" at {anomaly.get('path', '-')}: {anomaly.get('description', '')}"
-                         .rstrip(": "))
+            lines.append("    " + anomaly_line(anomaly))
     counts: dict[str, int] = {}
     for s in subs:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -80,31 +89,113 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
     return "\n".join(lines)
 
 
-def _needs_attention(s: Submission) -> bool:
-    return s.state in ATTENTION or bool(s.anomalies_blocking) or s.noti_result == 0
+def anomaly_line(anomaly: dict[str, Any]) -> str:
+    """Code, class, label, tag, value and the worker concerned, on one line."""
+    parts = [f"anomaly {anomaly.get('error_id') or '?'} class {anomaly.get('class') or '?'}"]
+    if anomaly.get("label"):
+        parts[0] += f": {anomaly['label']}"
+    details = []
+    if anomaly.get("tag"):
+        details.append(f"tag {anomaly['tag']}")
+    if anomaly.get("value") is not None:
+        details.append(f"value {anomaly['value']!r}")
+    path = anomaly.get("path")
+    if isinstance(path, dict) and path.get("INSS"):
+        details.append(f"worker INSS {path['INSS']}")
+    elif isinstance(path, str) and path:
+        details.append(f"at {path}")
+    location = anomaly.get("location")
+    if isinstance(location, dict):
+        where = " ".join(f"{k} {location[k]}" for k in ("line", "column") if location.get(k))
+        if location.get("location"):
+            where = f"{where} at {location['location']}".strip()
+        if where:
+            details.append(where)
+    return parts[0] + (f" ({', '.join(details)})" if details else "")
+
+
+def needs_attention(s: Submission) -> bool:
+    """True when a person must act: refused, rejected, failed, NOK, blocking, temporary."""
+    if s.state in ATTENTION or s.receipt_result == 0:
+        return True
+    if s.notified_at is not None and (
+            s.noti_result != 1 or s.noti_provisional or s.anomalies_blocking):
+        return True
+    return any((a.get("class") or "").upper() == "B" for a in _anomalies(s))
 
 
 def _receipt(s: Submission) -> str:
     if s.receipt_result is None:
         return "-"
-    return "OK" if s.receipt_result == 1 else f"REFUSED {s.receipt_error or ''}".strip()
+    kind = f" ({s.receipt_type_form})" if s.receipt_type_form else ""
+    if s.receipt_result == 1:
+        return f"OK{kind}"
+    return f"REFUSED {s.receipt_error or ''}".strip() + kind
 
 
 def _notification(s: Submission) -> str:
     if s.notified_at is None:
         return "-"
-    result = {1: "OK", 0: "KO"}.get(s.noti_result, "?") if s.noti_result is not None else "?"
-    return f"{result} {s.anomalies_blocking or 0} blocking, {s.anomalies_other or 0} other"
+    if s.noti_result is None:
+        result = "?"
+    else:
+        result = {1: "OK", 0: "NOK"}.get(s.noti_result) or \
+            f"{s.noti_result} {RESULT_MEANINGS.get(s.noti_result, 'unknown')}"
+    kind = "PROVISIONAL " if s.noti_provisional else ""
+    forms = len(_json_list(s.noti_forms))
+    in_forms = f" in {forms} forms" if forms > 1 else ""
+    return (f"{kind}{result} {s.anomalies_blocking or 0} blocking, "
+            f"{s.anomalies_other or 0} other{in_forms}")
 
 
-def _anomalies(s: Submission) -> list[dict[str, str]]:
-    if not s.anomalies:
+def _json_list(text: str | None) -> list[dict[str, Any]]:
+    if not text:
         return []
     try:
-        value = json.loads(s.anomalies)
+        value = json.loads(text)
     except ValueError:
         return []
     return [a for a in value if isinstance(a, dict)] if isinstance(value, list) else []
+
+
+def _anomalies(s: Submission) -> list[dict[str, Any]]:
+    return _json_list(s.anomalies)
+
+
+def _receipt_errors(s: Submission) -> list[dict[str, Any]]:
+    errors = _json_list(s.receipt_errors)
+    if not errors and s.receipt_result == 0 and s.receipt_error:
+        # a journal row written before every error code was kept: its codes alone
+        errors = [{"error_id": e, "label": None} for e in s.receipt_error.split()]
+    return errors
+
+
+def unmatched_json(replies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "at": _iso(r["at"])} for r in replies]
+
+
+def render_unmatched(replies: Sequence[dict[str, Any]], inbox_of: dict[str, Path]) -> str:
+    """Replies tied to no submission: what they are, what they name, where they are."""
+    if not replies:
+        return "no reply without a submission"
+    lines = []
+    for r in replies:
+        env = "production" if r["folder"] == "OUT" else "test"
+        inbox = inbox_of.get(r["channel"])
+        where = f"{inbox / env / r['file_name']}" if inbox else r["file_name"]
+        form = f" form {r['form_index']}" if r["form_index"] else ""
+        lines.append(f"{_short(r['at'])}  {r['channel']}  {r['kind']}{form}  {where}")
+        lines.append(f"    {r['summary']}")
+        names = r.get("names") or {}
+        if names:
+            lines.append("    names: " + "; ".join(
+                f"{k} {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                for k, v in sorted(names.items())))
+        else:
+            lines.append("    names no submission of flad (a reply of its own kind)")
+    lines.append(f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} without a "
+                 "submission")
+    return "\n".join(lines)
 
 
 def resend(config: Config, db: Journal, sub_id: int) -> str:

@@ -369,6 +369,24 @@ def test_check_offline_good_config(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "sftp: connected" not in out  # offline means offline
 
 
+def test_check_reads_the_list_of_error_codes(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_replyparse import SMALL_ERROR_CODES
+
+    good = tmp_path / "ErrorCodes.xml"
+    good.write_bytes(SMALL_ERROR_CODES)
+    config = write_config(tmp_path, employer_channel(tmp_path), error_codes=good)
+    code, out, err = flad(capsys, "check", "-c", config, "--offline")
+    assert code == 0, out + err
+    assert f"{good}: 2 error codes" in out
+    good.write_bytes(b"<html>a login page</html>")  # not the list: labels off, not an error
+    code, out, _ = flad(capsys, "check", "-c", config, "--offline")
+    assert code == 0 and "error codes will be shown without their label" in out
+    good.unlink()
+    code, out, _ = flad(capsys, "check", "-c", config, "--offline")
+    assert code != 0 and "daemon.error_codes" in out and "does not exist" in out
+
+
 def test_check_offline_lists_every_config_problem(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     ch = employer_channel(tmp_path, company_id="0123456789")

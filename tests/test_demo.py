@@ -19,7 +19,10 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     out = done.stdout
     assert "4 files acknowledged and notified, 1 broken file refused" in out
     assert out.count("NOTIFIED") == 4 and "!! REJECTED  broken-export.xml" in out
-    assert "1 blocking, 1 other" in out
+    assert "1 blocking, 1 other in 2 forms" in out  # one form per declaration
+    # an anomaly with its label and the worker it concerns (the INSS of its Path)
+    assert ("anomaly FLA-00012 class B: blocking anomaly FLA-00012 asked for by the file "
+            "(sandbox) (tag Hours, value '7.5', worker INSS ") in out
     assert "inbox/production/GO.NOTI." in out and "inbox/test/GO.ACRF." in out
     # nothing left running: the sandbox and the service were stopped
     assert not [cmd for cmd in _command_lines() if str(demo) in cmd]

@@ -415,28 +415,36 @@ def test_positive_receipt_then_notification_with_anomalies(
         assert acrf.fo.name == f"FO.ACRF.999999.{TODAY}.00001.R"
         trust = signing.load_certificates(sandbox.cert_path)
         signing.verify_fs(acrf.fo.read_bytes(), acrf.fs.read_bytes(), trusted=trust)
+        deadline = time.monotonic() + TIMEOUT  # they leave just after the receipt is out
+        while sftp.listdir("/IN") and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert sftp.listdir("/IN") == []  # processed files leave IN
 
         (noti,) = wait_replies(root / "OUT", "NOTI")
         assert noti.fo.name == f"FO.NOTI.999999.{TODAY}.00002.R"
         signing.verify_fs(noti.fo.read_bytes(), noti.fs.read_bytes(), trusted=trust)
-        assert noti.text("Form/Identification") == "NOTI001"
-        assert noti.text("Form/Reference/ReferenceType") == "1"
-        assert noti.text("Form/Reference/ReferenceNbr") == reference
-        assert noti.text("Form/Reference/FileName") == fi[0]
-        assert noti.text("Form/HandlingResult/ResultCode") == "0"  # one blocking anomaly
-        declarations = noti.tree.findall("Form/Declaration")
-        assert [d.findtext("DeclarationNbr") for d in declarations] == ["1", "2", "3"]
-        assert [d.findtext("HandlingResult/ResultCode") for d in declarations] == ["1", "0", "1"]
-        assert declarations[0].find("AnomalyReport") is None
+        assert noti.tree.tag == "NOTIFICATION"
+        forms = noti.tree.findall("Form")  # one form per declaration
+        assert [f.findtext("Identification") for f in forms] == ["NOTI001"] * 3
+        assert [f.findtext("TypeForm") for f in forms] == ["FA"] * 3
+        assert {f.findtext("FileReference/FileName") for f in forms} == {go}
+        assert {f.findtext("FileReference/ReferenceNbr") for f in forms} == {reference}
+        assert {f.findtext("FileReference/ReferenceOrigin") for f in forms} == {"2"}
+        assert all(f.find("HandledReference/ReferenceNbr") is not None for f in forms)
+        assert [f.findtext("HandlingResult/ResultCode") for f in forms] == ["1", "0", "1"]
+        assert forms[0].find("HandlingResult/AnomalyReport") is None
         reports = [
-            [(r.findtext("ErrorID"), r.findtext("AnomalyClass"), r.findtext("Path"))
-             for r in d.findall("AnomalyReport")]
-            for d in declarations[1:]
+            [(r.findtext("ErrorID"), r.findtext("AnomalyClass"), r.findtext("TagName"),
+              r.findtext("Value"), r.findtext("Path/INSS"),
+              r.findtext("AnomalyLocation/Location"), bool(r.findtext("AnomalyLabel")))
+             for r in f.findall("HandlingResult/AnomalyReport")]
+            for f in forms[1:]
         ]
         assert reports == [
-            [("FLA-00012", "B", "/FLADeclaration/Training[2]/Hours")],
-            [("FLA-00100", "W", "/FLADeclaration/Training[3]")],
+            [("FLA-00012", "B", "Hours", "3.25", "90042512375",
+              "/FLADeclaration/Training[2]/Hours", True)],
+            [("FLA-00100", "W", None, None, "90042512375", "/FLADeclaration/Training[3]",
+              True)],
         ]
     processed = list((root / ".sandbox" / "processed").rglob("*.R*"))
     assert sorted(p.name for p in processed) == sorted([fi[0], fs[0], go])
@@ -463,9 +471,9 @@ def test_go_is_published_after_its_data(
             assert path.with_name("FS" + stem).stat().st_mtime_ns <= mtime
     (noti, _) = wait_replies(sandbox.root / "OUTTEST", "NOTI", count=2)
     # A file that is not the stand-in layout: one declaration, no anomaly.
-    declarations = noti.tree.findall("Form/Declaration")
-    assert [d.findtext("HandlingResult/ResultCode") for d in declarations] == ["1"]
-    assert noti.tree.find("Form/Declaration/AnomalyReport") is None
+    forms = noti.tree.findall("Form")
+    assert [f.findtext("HandlingResult/ResultCode") for f in forms] == ["1"]
+    assert noti.tree.find("Form/HandlingResult/AnomalyReport") is None
 
 
 def _case_files(
@@ -534,7 +542,9 @@ def test_negative_receipts(
         (acrf,) = wait_replies(out, "ACRF")
         assert acrf.text("Form/ReceptionResult/ResultCode") == "0"
         assert acrf.text("Form/ReceptionResult/ErrorID") == error_id
-        assert acrf.text("Form/ReceptionResult/ErrorDescription").strip()
+        # the schema has no place for a text: the code alone, as the platform sends it
+        assert acrf.tree.find("Form/ReceptionResult/ErrorDescription") is None
+        assert len(acrf.tree.findall("Form/ReceptionResult/ErrorID")) == 1
         assert acrf.text("Form/FileReference/FileName") == go
         time.sleep(0.2)  # a NOTI would be there by now (notify_delay 0)
         assert list(out.glob("*.NOTI.*")) == []
@@ -557,8 +567,8 @@ def test_parts_are_joined_in_order(
         assert acrf.text("Form/ReceptionResult/ResultCode") == "1"
         assert acrf.text("Form/FileReference/FileName") == go
         (noti,) = wait_replies(sandbox.root / "OUT", "NOTI")
-        assert noti.text("Form/Reference/FileName") == fi[0]
-        assert len(noti.tree.findall("Form/Declaration")) == 2  # the sample's two Trainings
+        assert noti.text("Form/FileReference/FileName") == go
+        assert len(noti.tree.findall("Form")) == 2  # the sample's two Trainings
 
 
 def test_pending_notification_survives_a_restart(
@@ -573,7 +583,7 @@ def test_pending_notification_survives_a_restart(
     assert list((sandbox.root / "OUTTEST").glob("*.NOTI.*")) == []
     again = make_sandbox(notify_delay=0.6)
     (noti,) = wait_replies(again.root / "OUTTEST", "NOTI")
-    assert noti.text("Form/Reference/FileName") == fi[0]
+    assert noti.text("Form/FileReference/FileName") == go
     assert noti.fo.name == f"FO.NOTI.999999.{TODAY}.00002.T"  # the counter survived too
 
 
@@ -680,3 +690,128 @@ def test_command_runs_until_sigterm(
     assert not ready_file.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(process.pid, 0)
+
+
+# -- the official layouts ------------------------------------------------------------------
+
+PLATFORM_XSD = Path(__file__).resolve().parent.parent.parent / "shared" / "platform" / "xsd"
+DIMONA_FORMS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<?flad-sandbox fileref="no" result="2"?>
+<Dimona>
+  <Form><Identification>DIMONA</Identification><FormCreationDate>2026-11-27</FormCreationDate>
+    <FormCreationHour>09:00:00.001</FormCreationHour><AttestationStatus>0</AttestationStatus>
+    <TypeForm>SU</TypeForm><Reference><ReferenceType>1</ReferenceType>
+    <ReferenceOrigin>1</ReferenceOrigin><ReferenceNbr>OWN-1</ReferenceNbr></Reference></Form>
+  <Form><Identification>DIMONA</Identification><FormCreationDate>2026-11-27</FormCreationDate>
+    <FormCreationHour>09:00:00.002</FormCreationHour><AttestationStatus>0</AttestationStatus>
+    <TypeForm>SU</TypeForm></Form>
+</Dimona>
+"""
+
+
+def _with_pi(data: bytes, pi: str) -> bytes:
+    return data.replace(b"?>\n", f"?>\n<?flad-sandbox {pi}?>\n".encode(), 1)
+
+
+def _schema(name: str) -> etree.XMLSchema:
+    path = PLATFORM_XSD / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not here")
+    return etree.XMLSchema(etree.parse(str(path)))
+
+
+def test_replies_follow_the_official_schemas(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey
+) -> None:
+    """Everything the sandbox writes validates against ../shared/platform/xsd, except the
+    results 3 and 4 that the glossary defines and NOTIFICATION_20223.xsd does not allow."""
+    receipts = [_schema("ACRF_20231.xsd"), _schema("ACRF_20223.xsd")]
+    notifications = _schema("NOTIFICATION_20223.xsd")
+    sandbox = make_sandbox(notify_delay=0.0)
+    files = [
+        FLA_WITH_ANOMALIES,
+        _with_pi(SAMPLE, 'provisional="yes" receipt="PA"'),
+        DIMONA_FORMS,
+        _with_pi(SAMPLE, 'result="4"'),
+        b"<FLADeclaration><Training>",  # a negative receipt
+        b"<Other/>",
+    ]
+    with sftp_session(sandbox, client.key) as sftp:
+        for seq, data in enumerate(files, start=1):
+            fi, _, go = names(f"{seq:05d}")
+            send(sftp, "INTEST", [(fi[0], data)], go)
+        acrfs = wait_replies(sandbox.root / "OUTTEST", "ACRF", count=len(files))
+        notis = wait_replies(sandbox.root / "OUTTEST", "NOTI", count=len(files))
+    for reply in acrfs:
+        for schema in receipts:
+            assert schema.validate(reply.tree), (reply.fo.name, schema.error_log)
+    assert [r.text("Form/TypeForm") for r in acrfs] == ["FA", "PA", "FA", "FA", "FA", "FA"]
+    assert [r.text("Form/ReceptionResult/ResultCode") for r in acrfs].count("0") == 1
+    results = []
+    for reply in notis:
+        results.append([f.findtext("HandlingResult/ResultCode")
+                        for f in reply.tree.findall("Form")])
+        valid = notifications.validate(reply.tree)
+        errors = [e.message for e in notifications.error_log]
+        if {"3", "4"} & set(results[-1]):
+            assert not valid and errors and all("ResultCode" in m and "maxInclusive" in m
+                                                for m in errors), errors
+        else:
+            assert valid, (reply.fo.name, errors)
+    # 3 forms; provisional then final (2 forms each); 2 forms of result 2; result 4; one
+    assert sorted(map(tuple, results)) == sorted(
+        [("1", "0", "1"), ("3", "3"), ("1", "1"), ("2", "2"), ("4", "4"), ("1",)])
+
+
+def test_provisional_answer_comes_before_the_final_one(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey
+) -> None:
+    sandbox = make_sandbox(notify_delay=0.2)
+    fi, _, go = names("00001")
+    with sftp_session(sandbox, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], _with_pi(SAMPLE, 'provisional="yes"'))], go)
+        first, second = wait_replies(sandbox.root / "OUTTEST", "NOTI", count=2)
+    assert [f.findtext("TypeForm") for f in first.tree.findall("Form")] == ["PA", "PA"]
+    assert [f.findtext("HandlingResult/ResultCode")
+            for f in first.tree.findall("Form")] == ["3", "3"]
+    assert [f.findtext("TypeForm") for f in second.tree.findall("Form")] == ["FA", "FA"]
+    assert [f.findtext("HandlingResult/ResultCode")
+            for f in second.tree.findall("Form")] == ["1", "1"]
+    assert first.fo.name < second.fo.name
+
+
+def test_a_notification_without_file_reference_names_the_sent_forms(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey
+) -> None:
+    sandbox = make_sandbox(notify_delay=0.0)
+    fi, _, go = names("00001")
+    with sftp_session(sandbox, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], DIMONA_FORMS)], go)
+        (noti,) = wait_replies(sandbox.root / "OUTTEST", "NOTI")
+    forms = noti.tree.findall("Form")
+    assert [f.find("FileReference") for f in forms] == [None, None]
+    assert [(f.findtext("HandledOriginalForm/Identification"),
+             f.findtext("HandledOriginalForm/FormCreationHour"),
+             f.findtext("Reference/ReferenceNbr")) for f in forms] == [
+        ("DIMONA", "09:00:00.001", "OWN-1"), ("DIMONA", "09:00:00.002", None)]
+    assert [f.findtext("HandlingResult/ResultCode") for f in forms] == ["2", "2"]
+
+
+def test_reply_numbering_survives_a_restart_of_the_same_root(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    sandbox = make_sandbox(root=root, notify_delay=0.0)
+    fi, _, go = names("00001")
+    with sftp_session(sandbox, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], SAMPLE)], go)
+        wait_replies(root / "OUTTEST", "NOTI")
+    sandbox.stop()
+    for path in (root / "OUTTEST").iterdir():
+        path.unlink()  # a client took them
+    again = make_sandbox(root=root, notify_delay=0.0)
+    fi, _, go = names("00002")
+    with sftp_session(again, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], SAMPLE)], go)
+        (acrf,) = wait_replies(root / "OUTTEST", "ACRF")
+    assert acrf.fo.name == f"FO.ACRF.999999.{TODAY}.00003.T"  # never 00001 again

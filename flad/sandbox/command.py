@@ -28,7 +28,8 @@ EXIT_OK, EXIT_PROBLEM = 0, 1
 _DESCRIPTION = (
     "Run a local stand-in for the social-security SFTP batch channel: an SFTP server "
     "(public-key login, folders IN, OUT, INTEST, OUTTEST under ROOT) and a transfer point "
-    "that answers every GO with an ACRF receipt, then a NOTI, signed with the sandbox's "
+    "that answers every GO with an ACRF receipt, then a NOTIFICATION, signed with the "
+    "sandbox's "
     "own certificate (ROOT/sandbox-cert.pem: name it as the channel's reply_trust). "
     "For tests and demos only: it is not the platform."
 )
@@ -48,7 +49,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--client-cert", required=True, metavar="CERT",
                         help="certificate the FS files sent to IN must verify with")
     parser.add_argument("--notify-delay", type=float, default=5.0, metavar="SECONDS",
-                        help="seconds between a positive receipt and its NOTI (default 5)")
+                        help="seconds between a positive receipt and its notification (default 5)")
     parser.add_argument("--xsd", help="also check the data against this XSD")
     parser.add_argument("--sender-id", metavar="N",
                         help="the only sender number accepted (default: any)")

@@ -7,27 +7,30 @@ GO it just uploaded still finds it). For each GO the checks run in this order, a
 first that fails gives a negative receipt (``ResultCode`` 0) with its ErrorID:
 
 ==========  =========================================================================
-ErrorID     reason
+ErrorID     reason (the official code of annex 30 whose meaning is closest)
 ==========  =========================================================================
-ACRF-101    bad name: a name of the set breaks the grammar, the GO's environment
+ACRF-131    bad name: a name of the set breaks the grammar, the GO's environment
             does not belong in the folder (IN takes R; INTEST takes T or S), a file
             of another type or another number of parts carries the set's key
-ACRF-102    sequence already used: this sender, date, sequence and environment were
-            seen before (the platform never accepts a sequence twice)
+ACRF-133    sequence already used: this sender, date, sequence and environment were
+            seen before (the platform never accepts a name twice)
 ACRF-103    wrong sender: the sender number is not the one given with --sender-id
-ACRF-104    missing part: an FI named by the GO (``FI.<set>.<parts>.<i>``) is absent
-ACRF-110    missing FS in production: a part sent to IN has no signature file
-ACRF-111    bad signature: an FS does not verify with the client's certificate
-ACRF-120    not well-formed: the data (parts joined in order) is not well-formed,
+ACRF-120    missing part: an FI named by the GO (``FI.<set>.<parts>.<i>``) is absent
+ACRF-122    missing FS in production: a part sent to IN has no signature file
+ACRF-125    bad signature: an FS does not verify with the client's certificate
+ACRF-102    not well-formed: the data (parts joined in order) is not well-formed,
             or is refused as unsafe XML (DOCTYPE, encoding, size)
-ACRF-121    XSD invalid: the data does not follow the XSD given with --xsd
+ACRF-312    XSD invalid: the data does not follow the XSD given with --xsd
 ==========  =========================================================================
 
-These ErrorIDs are the sandbox's own: the platform's real codes (``ACRF-129`` is seen
-in public clients) are in its manuals, which are not public here.
+The receipt carries only the code, as the platform's does (the ACRF schema has no
+place for a text); the sandbox logs its reason. The codes are those of the platform's
+list of error codes (``ErrorCodes2022-1_30.xml``, annex 30), so a client that reads that
+list shows their official label.
 
 A positive receipt (``ResultCode`` 1) is followed, ``notify_delay`` seconds later, by a
-NOTI carrying one result per declaration (see :mod:`flad.sandbox.replies`). Pending
+NOTIFICATION with one form per declaration (see :mod:`flad.sandbox.replies`, which also
+says how a sent file asks for a provisional answer or another result). Pending
 NOTIs are kept on disk, so a restart does not lose them. A TD cancels its set: the files
 go away, no receipt. Every handled file leaves IN/INTEST for
 ``ROOT/.sandbox/processed/``; the sandbox never reads outside its root and never follows
@@ -37,6 +40,7 @@ a symlink planted in IN.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -56,9 +60,12 @@ from lxml import etree
 from flad import naming, signing, xmlcheck
 from flad.sandbox.replies import (
     Anomaly,
+    AnswerOptions,
     Declaration,
+    OriginalForm,
     ReplyPublisher,
     acrf_body,
+    answer_options,
     declarations_of,
     new_reference,
     noti_body,
@@ -81,14 +88,14 @@ __all__ = [
 
 log = logging.getLogger("flad.sandbox")
 
-ERR_BAD_NAME = "ACRF-101"
-ERR_DUPLICATE = "ACRF-102"
+ERR_BAD_NAME = "ACRF-131"
+ERR_DUPLICATE = "ACRF-133"
 ERR_WRONG_SENDER = "ACRF-103"
-ERR_MISSING_PART = "ACRF-104"
-ERR_MISSING_FS = "ACRF-110"
-ERR_BAD_SIGNATURE = "ACRF-111"
-ERR_NOT_WELL_FORMED = "ACRF-120"
-ERR_XSD_INVALID = "ACRF-121"
+ERR_MISSING_PART = "ACRF-120"
+ERR_MISSING_FS = "ACRF-122"
+ERR_BAD_SIGNATURE = "ACRF-125"
+ERR_NOT_WELL_FORMED = "ACRF-102"
+ERR_XSD_INVALID = "ACRF-312"
 ERROR_IDS = {
     ERR_BAD_NAME: "bad name",
     ERR_DUPLICATE: "sequence already used",
@@ -185,6 +192,14 @@ class _PendingNoti:
     reference: str
     file_name: str
     declarations: tuple[Declaration, ...]
+    result: int | None = None
+    provisional: bool = False
+    file_reference: bool = True
+
+    @property
+    def key(self) -> str:
+        """Its file name under pending/: one ticket may have a provisional and a final."""
+        return f"{self.reference}{'-PA' if self.provisional else ''}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,12 +208,14 @@ class _PendingNoti:
             "environment": self.environment,
             "reference": self.reference,
             "file_name": self.file_name,
+            "result": self.result,
+            "provisional": self.provisional,
+            "file_reference": self.file_reference,
             "declarations": [
                 {
                     "number": d.number,
-                    "anomalies": [
-                        [a.error_id, a.anomaly_class, a.path, a.description] for a in d.anomalies
-                    ],
+                    "original": None if d.original is None else d.original.__dict__,
+                    "anomalies": [a.__dict__ for a in d.anomalies],
                 }
                 for d in self.declarations
             ],
@@ -212,9 +229,14 @@ class _PendingNoti:
             environment=str(data["environment"]),
             reference=str(data["reference"]),
             file_name=str(data["file_name"]),
+            result=None if data.get("result") is None else int(data["result"]),
+            provisional=bool(data.get("provisional", False)),
+            file_reference=bool(data.get("file_reference", True)),
             declarations=tuple(
                 Declaration(
-                    int(d["number"]), tuple(Anomaly(*map(str, a)) for a in d["anomalies"])
+                    int(d["number"]),
+                    tuple(Anomaly(**a) for a in d["anomalies"]),
+                    None if d.get("original") is None else OriginalForm(**d["original"]),
                 )
                 for d in data["declarations"]
             ),
@@ -412,23 +434,22 @@ class TransferPoint:
                     f"(it takes {' or '.join(environments)})",
                 )
             environment = go.environment
-            declarations = self._check(folder_name, go, members)
+            declarations, options = self._check(folder_name, go, members)
         except _Refused as refusal:
             self._answer(folder_name, reply_folder, environment, name, refusal=refusal)
         else:
-            fi_name = str(go.with_type("FI", part=1 if go.parts else None))
             self._answer(
                 folder_name,
                 reply_folder,
                 environment,
                 name,
-                notify=(fi_name, tuple(declarations)),
+                notify=(tuple(declarations), options),
             )
         self._move_away(folder_name, names)
 
     def _check(
         self, folder_name: str, go: naming.FileName, members: Sequence[str]
-    ) -> list[Declaration]:
+    ) -> tuple[list[Declaration], AnswerOptions]:
         """Every check of one submission, in the documented order; raises _Refused."""
         for member in members:
             try:
@@ -489,7 +510,10 @@ class TransferPoint:
                 xmlcheck.check_document(data, schema=self.settings.schema, root_element=None)
             except xmlcheck.XmlRejected as exc:
                 raise _Refused(ERR_XSD_INVALID, str(exc)) from None
-        return declarations_of(tree)
+        options = answer_options(tree)
+        for problem in options.problems:
+            log.warning("sandbox: %s: <?flad-sandbox?> %s; ignored", go.set_key, problem)
+        return declarations_of(tree), options
 
     def _verify(self, fs_name: str, data: bytes, fs: bytes) -> None:
         """The FS must verify with one of the client's certificates (CA certificates skipped)."""
@@ -522,12 +546,14 @@ class TransferPoint:
         go_name: str,
         *,
         refusal: _Refused | None = None,
-        notify: tuple[str, tuple[Declaration, ...]] | None = None,
+        notify: tuple[tuple[Declaration, ...], AnswerOptions] | None = None,
     ) -> None:
         now = self.settings.clock()
         reference = self.settings.reference()
-        error = None if refusal is None else (refusal.error_id, refusal.reason)
-        body = acrf_body(file_name=go_name, reference=reference, now=now, error=error)
+        errors = () if refusal is None else (refusal.error_id,)
+        receipt_type = notify[1].receipt_type if notify is not None else "FA"
+        body = acrf_body(file_name=go_name, reference=reference, now=now, errors=errors,
+                         type_form=receipt_type)
         out = self.root / reply_folder
         out.mkdir(exist_ok=True)
         sequence = self._state.next_sequence(now.date(), environment)
@@ -536,21 +562,30 @@ class TransferPoint:
             "positive" if refusal is None else f"negative {refusal.error_id}: {refusal.reason}"
         )
         log.info("sandbox: %s/%r -> %s/%s %s", folder_name, go_name, reply_folder, fo, verdict)
-        if notify is not None:
-            pending = _PendingNoti(
-                due=time.time() + self.settings.notify_delay,
-                folder=reply_folder,
-                environment=environment,
-                reference=reference,
-                file_name=notify[0],
-                declarations=notify[1],
-            )
-            path = self._pending_dir / f"{reference}.json"
+        if notify is None:
+            return
+        declarations, options = notify
+        final = _PendingNoti(
+            due=time.time() + self.settings.notify_delay * (2 if options.provisional else 1),
+            folder=reply_folder,
+            environment=environment,
+            reference=reference,
+            file_name=go_name,
+            declarations=declarations,
+            result=options.result,
+            file_reference=options.file_reference,
+        )
+        answers = [final]
+        if options.provisional:
+            answers.insert(0, dataclasses.replace(
+                final, due=time.time() + self.settings.notify_delay, provisional=True))
+        for pending in answers:
+            path = self._pending_dir / f"{pending.key}.json"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(pending.to_json()), encoding="utf-8")
             os.replace(tmp, path)
             self._pending.append(pending)
-            self._wake.set()
+        self._wake.set()
 
     def _load_pending(self) -> list[_PendingNoti]:
         pending: list[_PendingNoti] = []
@@ -564,7 +599,8 @@ class TransferPoint:
 
     def _emit_due(self) -> None:
         now_epoch = time.time()
-        for pending in sorted(self._pending, key=lambda p: p.due):
+        # by due time, a provisional answer before the final one of the same ticket
+        for pending in sorted(self._pending, key=lambda p: (p.due, not p.provisional)):
             if pending.due > now_epoch or self._stopping.is_set():
                 continue
             now = self.settings.clock()
@@ -573,6 +609,9 @@ class TransferPoint:
                 file_name=pending.file_name,
                 declarations=pending.declarations,
                 now=now,
+                result=pending.result,
+                provisional=pending.provisional,
+                file_reference=pending.file_reference,
             )
             out = self.root / pending.folder
             out.mkdir(exist_ok=True)
@@ -580,10 +619,11 @@ class TransferPoint:
             fo = self.publisher.publish(
                 out, "NOTI", now.date(), sequence, pending.environment, body
             )
-            (self._pending_dir / f"{pending.reference}.json").unlink(missing_ok=True)
+            (self._pending_dir / f"{pending.key}.json").unlink(missing_ok=True)
             self._pending.remove(pending)
             accepted = all(d.accepted for d in pending.declarations)
-            log.info("sandbox: %s/%s for %s: %s", pending.folder, fo, pending.file_name,
+            log.info("sandbox: %s/%s for %s: %s%s", pending.folder, fo, pending.file_name,
+                     "provisional, " if pending.provisional else "",
                      "accepted" if accepted else "blocking anomalies")
 
 
