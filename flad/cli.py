@@ -247,10 +247,16 @@ def cmd_replies(args: argparse.Namespace) -> int:
                 continue
             transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
             try:
-                count = ReplyPoller(channel, db, transport,
-                                    error_codes=config.daemon.error_codes).poll()
+                poller = ReplyPoller(channel, db, transport,
+                                     error_codes=config.daemon.error_codes)
+                count = poller.poll()
                 db.set_channel_state(channel.name, "connected")
                 print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
+                if poller.failures:
+                    print(f"{channel.name}: {poller.failures} reply set(s) not delivered "
+                          "(reply_delivery_failed or reply_untrusted in the log says why); "
+                          "they stay on the server", file=sys.stderr)
+                    code = EXIT_PROBLEM
             except (TransportError, signing.SigningError) as exc:
                 print(f"{channel.name}: {exc}", file=sys.stderr)
                 code = EXIT_PROBLEM

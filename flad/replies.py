@@ -64,6 +64,9 @@ class ReplyPoller:
     clock: Callable[[], float] = time.time
     #: the platform's list of error codes (`[daemon] error_codes`), for their labels
     error_codes: Path | None = None
+    #: sets that could not be delivered (untrusted, or a local error); `flad replies`
+    #: exits non-zero when there were any
+    failures: int = 0
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None
 
@@ -167,8 +170,9 @@ class ReplyPoller:
             if not resuming and self.journal.reply_set_state(
                     self.channel.name, folder, set_key) != "delivering":
                 shutil.rmtree(staging, ignore_errors=True)
+            self.failures += 1
             self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
-                           error=exc.strerror or str(exc),
+                           path=str(exc.filename or inbox), error=exc.strerror or str(exc),
                            hint="nothing is removed from the server; tried again next poll")
             return False
         self.journal.record_reply_set(self.channel.name, folder, set_key, names, "delivered")
@@ -196,6 +200,7 @@ class ReplyPoller:
                 self.log.error("reply_untrusted", folder=folder, set_key=set_key,
                                reason=problem)
             shutil.rmtree(staging, ignore_errors=True)
+            self.failures += 1
             return False
         return True
 

@@ -17,7 +17,11 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "4 files acknowledged and notified, 1 broken file refused" in out
+    # a notification with a blocking anomaly is not called a success
+    assert ("3 files acknowledged and notified OK, 1 notified with a blocking anomaly "
+            "(needs attention), 1 broken file refused by flad") in out
+    assert f"status -c {demo / 'flad.toml'}" in out  # how to look again, as typed
+    assert "[[channel]]" in out and "port = " in out  # the configuration it runs
     assert out.count("NOTIFIED") == 4 and "!! REJECTED  broken-export.xml" in out
     assert "1 blocking, 1 other in 2 forms" in out  # one form per declaration
     # an anomaly with its label and the worker it concerns (the INSS of its Path)

@@ -18,6 +18,7 @@ from flad.daemon import Service
 from tests import configs
 from tests.certs import write_test_signer
 from tests.harness import make_install, sample
+from tests.replysets import acrf, put_set
 from tests.sandboxed import sandboxed_install
 from tests.sshd import SshServer
 from tests.test_cli import employer_channel, flad, flad_process, write_config
@@ -228,3 +229,21 @@ def test_a_syntax_reason_says_each_line_once(text: str, reason: str) -> None:
         xmlcheck.parse_hardened(text.encode())
     assert reason in str(caught.value)
     assert str(caught.value).count("line 2") <= 1
+
+
+def test_flad_replies_fails_and_names_the_path_when_a_set_cannot_be_delivered(
+        tmp_path: Path, sshd: SshServer) -> None:
+    inst = make_install(tmp_path, sshd)
+    names = put_set(sshd, "ACRF", 1, acrf("GO.X"))
+    inst.inbox.mkdir(parents=True)
+    (inst.inbox / "test").write_text("a file where the folder should be")
+    done = flad_process("replies", "-c", inst.config_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 reply set(s) not delivered" in done.stderr
+    failed = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()
+              if line.startswith("{") and "reply_delivery_failed" in line]
+    assert failed and failed[0]["path"].startswith(str(inst.inbox)), failed
+    assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(names)  # nothing removed
+    (inst.inbox / "test").unlink()
+    done = flad_process("replies", "-c", inst.config_path)
+    assert done.returncode == 0, done.stdout + done.stderr

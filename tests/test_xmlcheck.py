@@ -210,7 +210,7 @@ def test_not_well_formed_says_line_and_column() -> None:
     with pytest.raises(XmlRejected) as info:
         parse_hardened(data)
     assert str(info.value).startswith("the file is not well-formed XML: line 3, column ")
-    assert "Opening and ending tag mismatch" in str(info.value)
+    assert "</b> closes <c>, which was opened on the same line" in str(info.value)
 
 
 def test_size_limit_is_checked_before_parsing() -> None:

@@ -37,6 +37,14 @@ def flad(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
                           capture_output=True, timeout=60, check=False, **kw)  # type: ignore[call-overload]
 
 
+def shown(path: Path) -> str:
+    """A path as the person who ran `make demo` types it: relative to where they are."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     os.chmod(path, 0o600)
@@ -194,6 +202,10 @@ def main() -> int:
                 return 1
             time.sleep(0.05)
         config = write_config(port, ssh_key, cert, key)
+        print(f"== the demo's configuration, {shown(config)} (the sandbox, not the platform)")
+        for line in config.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                print(f"   {line}")
         print("== flad trust-host (the demo trusts the sandbox's key without asking)")
         print(flad("trust-host", "-c", str(config), "demo", "--yes").stdout.strip())
         check = flad("check", "-c", str(config))
@@ -235,8 +247,14 @@ def main() -> int:
             print(f"\nthe loop did not finish as expected: {states}", file=sys.stderr)
             print(f"logs: {DEMO / 'flad.log'} and {DEMO / 'sandbox.log'}", file=sys.stderr)
             return 1
-        print(f"\ndemo finished in {took:.1f} s: {len(files) - 1} files acknowledged and "
-              "notified, 1 broken file refused with its reason; everything is under demo/")
+        notified = [r for r in rows if r["state"] == "notified"]
+        attention = [r for r in notified if r.get("needs_attention")]
+        print(f"\ndemo finished in {took:.1f} s: {len(notified) - len(attention)} files "
+              f"acknowledged and notified OK, {len(attention)} notified with a blocking "
+              "anomaly (needs attention), 1 broken file refused by flad with its reason; "
+              f"everything is under {shown(DEMO)}/")
+        print(f"to look again: {shown(Path(sys.executable).parent / 'flad')} status -c "
+              f"{shown(config)}")
         return 0
     finally:
         stop(service)
