@@ -68,12 +68,13 @@ class FileChecker:
             doc = xmlcheck.check_document(
                 data, schema=self.schema(app), root_element=app.root_element,
                 employer_xpath=app.employer_xpath, sender_xpath=app.sender_xpath,
-                max_bytes=app.max_file_bytes)
+                max_bytes=app.max_file_bytes, profile=app.profile)
         except xmlcheck.XmlRejected as exc:
             raise Rejected(str(exc)) from None
-        verdict = identity.check_identity(
+        verdict = identity.check_forms(
             quality=self.channel.quality, company_id=self.channel.company_id,
-            employers=doc.employers, senders=doc.senders, mandates=self.channel.mandates)
+            noss_number=self.channel.noss_number, forms=doc.forms, senders=doc.senders,
+            mandates=self.channel.mandates)
         if not verdict.ok:
             raise Rejected(verdict.reason or "the enterprise numbers in the file are not "
                            "allowed on this channel")
