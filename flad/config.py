@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flad import identity, naming, profiles
+from flad.platform import ENVIRONMENTS
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
     DEFAULT_MAX_FILE_BYTES,
@@ -26,7 +27,6 @@ from flad.xmlcheck import (
     check_xpath,
 )
 
-ENVIRONMENTS = ("test", "production")
 FS_LINE_FORMATS = ("single", "cr76")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_PORT = 8022
@@ -106,9 +106,11 @@ class ChannelConfig:
         return next((a for a in self.applications if a.name == name), None)
 
     def environments(self) -> tuple[str, ...]:
-        return ENVIRONMENTS if self.production else ("test",)
+        """Where this channel sends: test and simulation (S) always, production if allowed."""
+        return ENVIRONMENTS if self.production else ("test", "simulation")
 
     def needs_signature(self, environment: str) -> bool:
+        """Production files are signed; test and simulation (S) ones when sign_test_files."""
         return environment == "production" or self.sign_test_files
 
 

@@ -23,10 +23,9 @@ from lxml import etree
 from flad import durable, faults, identity, journal, logs, memory, outbox, signing, xmlcheck
 from flad.config import ApplicationConfig, ChannelConfig, DaemonConfig
 from flad.journal import Journal, Submission
-from flad.transport import RemotePermissionDenied, SftpChannel
+from flad.platform import ENV_LETTER, OPTIONAL_FOLDERS, REMOTE_IN
+from flad.transport import RemoteNotFound, RemotePermissionDenied, SftpChannel
 
-ENV_LETTER = {"test": "T", "production": "R"}
-REMOTE_IN = {"test": "INTEST", "production": "IN"}
 #: Files at least this big are hashed (when the claim left it) and signed while they
 #: are checked, not after, and the memory of their XML tree is handed back to the
 #: system once checked.
@@ -353,14 +352,22 @@ class ChannelPipeline:
                 [(b"", f"{REMOTE_IN[sub.environment]}/{sub.go_name}") for sub in todo])
             for _ in todo:
                 faults.point("after_go")
-        except RemotePermissionDenied as exc:
+        except (RemotePermissionDenied, RemoteNotFound) as exc:
+            if isinstance(exc, RemoteNotFound) and not any(
+                    REMOTE_IN[sub.environment] in OPTIONAL_FOLDERS for sub in todo):
+                raise  # IN or INTEST missing: the channel's own problem
             if len(todo) > 1:  # which one? one by one tells, and fails only that one
                 for sub in todo:
                     fresh = self._reload(sub)
                     if fresh.state in (journal.PREPARED, journal.UPLOADING):
                         self.upload_many([fresh], contents)
                 return
-            self.journal.mark_failed(todo[0].id, f"the server refused the upload: {exc}")
+            folder = REMOTE_IN[todo[0].environment]
+            why = (f"the server refused the upload: {exc}"
+                   if isinstance(exc, RemotePermissionDenied) else
+                   f"the server has no {folder} folder, so it takes no files of this "
+                   f"environment ({exc})")
+            self.journal.mark_failed(todo[0].id, why)
             self.log.error("upload_failed", submission=todo[0].id, fi_name=todo[0].fi_name,
                            error=str(exc))
             return

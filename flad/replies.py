@@ -24,10 +24,9 @@ from lxml import etree
 from flad import durable, faults, logs, naming, signing, xmlcheck
 from flad.config import ChannelConfig
 from flad.journal import Journal
-from flad.transport import SftpChannel
+from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
+from flad.transport import RemoteNotFound, SftpChannel
 
-#: Remote reply folder per local environment.
-REMOTE_OUT = {"test": "OUTTEST", "production": "OUT"}
 DATA_TYPES = ("FO", "CO")
 #: AnomalyClass values that block the declaration; others are warnings.
 BLOCKING_CLASSES = frozenset({"B", "BLOCKING", "1"})
@@ -127,7 +126,13 @@ class ReplyPoller:
         delivered = 0
         self.transport.ensure_connected()
         for environment in self.channel.environments():
-            delivered += self._poll_folder(environment, REMOTE_OUT[environment])
+            folder = REMOTE_OUT[environment]
+            try:
+                delivered += self._poll_folder(environment, folder)
+            except RemoteNotFound:
+                if folder not in OPTIONAL_FOLDERS:
+                    raise
+                # a server without OUTTEST-S: no error for the other environments
         return delivered
 
     def _poll_folder(self, environment: str, folder: str) -> int:

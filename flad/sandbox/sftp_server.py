@@ -54,7 +54,7 @@ __all__ = ["REMOTE_FOLDERS", "Jail", "SftpContext", "SftpListener"]
 
 log = logging.getLogger("flad.sandbox")
 
-REMOTE_FOLDERS = ("IN", "OUT", "INTEST", "OUTTEST")
+REMOTE_FOLDERS = ("IN", "OUT", "INTEST", "OUTTEST", "INTEST-S", "OUTTEST-S")
 _ACCEPT_POLL_SECONDS = 0.2
 _JOIN_SECONDS = 5.0
 
