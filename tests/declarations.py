@@ -72,13 +72,13 @@ def dmfa_worker(sequence: int) -> str:
 
 
 def dmfa(employers: Sequence[tuple[str, str]] = ((NOSS_TEST, "0"),), *, workers: int = 1,
-         quarters: Sequence[str] = ("20223",)) -> bytes:
+         quarters: Sequence[str] = ("20223",), reference: str = "DMFA TEST") -> bytes:
     """A DmfAOriginal with one form per (ONSS number, CompanyID) and quarter."""
     forms = []
     for quarter in quarters:
         for noss, company in employers:
             forms.append(
-                _form_head("DMFA", "2022-08-11", "08:45:00.000", "DMFA TEST")
+                _form_head("DMFA", "2022-08-11", "08:45:00.000", reference)
                 + f"<EmployerDeclaration><Quarter>{quarter}</Quarter>"
                 f"<NOSSRegistrationNbr>{noss}</NOSSRegistrationNbr><Trusteeship>0</Trusteeship>"
                 f"<CompanyID>{company}</CompanyID><NetOwedAmount>00000000009999</NetOwedAmount>"

@@ -361,3 +361,17 @@ def test_every_declaration_example_is_covered() -> None:
     declarations = {p.name for p in EXAMPLES.glob("*.xml")
                     if p.name.split("_")[0] in ("DmfAOriginal", "Dimona", "GenericXmlDocument")}
     assert declarations == {case[0] for case in EXAMPLE_CASES}
+
+
+def test_flad_check_says_which_schema_each_profile_expects(tmp_path: Path) -> None:
+    from flad import checkup
+    ch = configs.channel(tmp_path, application=[app("dmfa"), app("generic")],
+                         noss_number=decl.NOSS_TEST)
+    findings = checkup.check_all(configs.write(tmp_path, [ch]), offline=True)
+    lines = [f.line() for f in findings if "application" in f.subject]
+    assert any("profile 'dmfa' (DmfA, quarterly declaration) expects DmfAOriginal_20223.xsd, "
+               "root DmfAOriginal; code DMFA, root element DmfAOriginal" in line
+               for line in lines), lines
+    assert any("expects GenericXmlDocument_20224.xsd, root "
+               "{http://www.smals-mvm.be/xml/ns/systemFlux}GenericXmlDocument" in line
+               for line in lines), lines
