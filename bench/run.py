@@ -138,8 +138,10 @@ for _ in range(3):
         del tree
     else:
         profile = profiles.PROFILES["dmfa"]
+        split = bool(xsd) and xmlcheck.forms_validate_alone(xsd, profile)
         doc = xmlcheck.check_document(data, schema=schema, root_element=profile.root_element,
-                                      employer_xpath=None, sender_xpath=None, profile=profile)
+                                      employer_xpath=None, sender_xpath=None, profile=profile,
+                                      split_forms=split)
         ok = identity.check_forms(quality="employer", company_id="0123456749",
                                   noss_number="199999934", forms=doc.forms,
                                   mandates=None).ok

@@ -50,10 +50,14 @@ class FileChecker:
 
     channel: ChannelConfig
     _schemas: dict[str, etree.XMLSchema | None] = field(default_factory=dict)
+    _split: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for app in self.channel.applications:
             self._schemas[app.name] = xmlcheck.load_schema(app.xsd) if app.xsd else None
+            # big files of a profile are validated form by form where the XSD allows it
+            self._split[app.name] = bool(app.xsd and app.profile and app.employer_xpath is None
+                                         and xmlcheck.forms_validate_alone(app.xsd, app.profile))
 
     def schema(self, app: ApplicationConfig) -> etree.XMLSchema | None:
         return self._schemas.get(app.name)
@@ -67,7 +71,8 @@ class FileChecker:
             doc = xmlcheck.check_document(
                 data, schema=self.schema(app), root_element=app.root_element,
                 employer_xpath=app.employer_xpath, sender_xpath=app.sender_xpath,
-                max_bytes=app.max_file_bytes, profile=app.profile)
+                max_bytes=app.max_file_bytes, profile=app.profile,
+                split_forms=self._split.get(app.name, False))
         except xmlcheck.XmlRejected as exc:
             raise Rejected(str(exc)) from None
         verdict = identity.check_forms(

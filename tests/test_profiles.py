@@ -375,3 +375,115 @@ def test_flad_check_says_which_schema_each_profile_expects(tmp_path: Path) -> No
     assert any("expects GenericXmlDocument_20224.xsd, root "
                "{http://www.smals-mvm.be/xml/ns/systemFlux}GenericXmlDocument" in line
                for line in lines), lines
+
+
+# -- big files: validated form by form where the schema allows it ---------------------------
+
+_MINI_XSD = """<?xml version="1.0"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <xs:element name="DmfAOriginal"><xs:complexType><xs:sequence>
+    <xs:element ref="Form" maxOccurs="unbounded"{min}/>{more}
+  </xs:sequence></xs:complexType></xs:element>
+  <xs:element name="Form" type="xs:string"/>{extra}
+</xs:schema>
+"""
+
+
+@pytest.mark.parametrize(("changes", "alone"), [
+    ({}, True),
+    ({"min": ' minOccurs="2"'}, False),
+    ({"more": '<xs:element name="Trailer" type="xs:string"/>'}, False),
+    ({"extra": '<xs:element name="X"><xs:complexType><xs:sequence>'
+               '<xs:element name="Y" type="xs:string"/></xs:sequence></xs:complexType>'
+               '<xs:unique name="u"><xs:selector xpath="Y"/><xs:field xpath="."/>'
+               '</xs:unique></xs:element>'}, False),
+    ({"extra": '<xs:element name="Z" type="xs:IDREF"/>'}, False),
+])
+def test_forms_validate_alone_only_where_the_schema_says_so(
+        tmp_path: Path, changes: dict[str, str], alone: bool) -> None:
+    path = tmp_path / "mini.xsd"
+    path.write_text(_MINI_XSD.format(**{"min": "", "more": "", "extra": "", **changes}))
+    assert xmlcheck.forms_validate_alone(path, profiles.PROFILES["dmfa"]) is alone
+    assert not xmlcheck.forms_validate_alone(tmp_path / "missing.xsd", profiles.PROFILES["dmfa"])
+
+
+@needs_platform
+def test_the_official_schemas_validate_form_by_form() -> None:
+    for name, profile in profiles.PROFILES.items():
+        path = decl.official_xsd(name)
+        assert path is not None and xmlcheck.forms_validate_alone(path, profile), name
+
+
+@pytest.fixture
+def split_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every big-file path taken: 'split', 'too big' or 'stream'."""
+    taken: list[str] = []
+    split, stream = xmlcheck._split_check, xmlcheck._stream_check
+
+    def spy_split(*args: Any) -> Any:
+        result = split(*args)
+        taken.append("too big" if isinstance(result, xmlcheck._FormTooBig) else
+                      "split" if result is not None else "split refused")
+        return result
+
+    def spy_stream(*args: Any) -> Any:
+        taken.append("stream")
+        return stream(*args)
+
+    monkeypatch.setattr(xmlcheck, "STREAM_BYTES", 0)
+    monkeypatch.setattr(xmlcheck, "_split_check", spy_split)
+    monkeypatch.setattr(xmlcheck, "_stream_check", spy_stream)
+    return taken
+
+
+def _checked(data: bytes, split: bool = True) -> xmlcheck.CheckedDocument:
+    path = decl.official_xsd("dmfa")
+    assert path is not None
+    return xmlcheck.check_document(
+        data, schema=xmlcheck.load_schema(path), root_element="DmfAOriginal",
+        employer_xpath=None, sender_xpath=None, profile=profiles.PROFILES["dmfa"],
+        split_forms=split)
+
+
+@needs_platform
+def test_a_big_dmfa_of_many_forms_is_validated_form_by_form(split_spy: list[str]) -> None:
+    data = decl.dmfa(((decl.NOSS_TEST, "0"), (decl.NOSS_A, COMPANY)) * 30, workers=30)
+    assert len(data) > 2 * 1024 * 1024
+    doc = _checked(data)
+    assert split_spy == ["split"]
+    assert len(doc.forms) == 60 and doc.forms[59].employers == (EmployerRef(COMPANY,
+                                                                            decl.NOSS_A),)
+    split_spy.clear()
+    assert _checked(data, split=False).forms == doc.forms and split_spy == ["stream"]
+
+
+@needs_platform
+def test_a_form_too_big_to_keep_is_validated_as_a_stream(
+        split_spy: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xmlcheck, "SPLIT_FORM_BYTES", 1024 * 1024)
+    data = decl.dmfa(workers=2500)  # one form of about 3 MiB
+    doc = _checked(data)
+    assert split_spy == ["too big", "stream"] and len(doc.forms) == 1
+
+
+@needs_platform
+@pytest.mark.parametrize("fault", ["invalid value", "text between forms", "other element"])
+def test_a_refusal_by_forms_is_the_tree_paths(split_spy: list[str], fault: str) -> None:
+    good = decl.dmfa(((decl.NOSS_TEST, "0"),) * 40, workers=30)
+    forms = good.split(b"</Form>")
+    if fault == "invalid value":  # the 21st form only
+        forms[20] = forms[20].replace(b"<Quarter>20223</Quarter>", b"<Quarter>2022Q</Quarter>")
+    elif fault == "text between forms":
+        forms[20] = b"stray text" + forms[20]
+    else:
+        forms[20] = b"<Trailer/>" + forms[20]
+    bad = b"</Form>".join(forms)
+    with pytest.raises(xmlcheck.XmlRejected) as split_reason:
+        _checked(bad)
+    assert split_spy == ["split refused"]
+    with pytest.raises(xmlcheck.XmlRejected) as plain_reason:
+        xmlcheck._check_tree(xmlcheck._parse_checked(bad, keep_comments=True),
+                             xmlcheck.load_schema(decl.official_xsd("dmfa") or ""),
+                             "DmfAOriginal", None, None, profiles.PROFILES["dmfa"])
+    assert str(split_reason.value) == str(plain_reason.value)
+    assert "does not follow the XSD" in str(split_reason.value)
