@@ -10,6 +10,7 @@ grammar are never used as local paths.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
@@ -138,9 +139,12 @@ class ReplyPoller:
     def _poll_folder(self, environment: str, folder: str) -> int:
         listing = dict(self.transport.listdir(folder))
         sets: dict[str, dict[str, naming.FileName]] = defaultdict(dict)
+        # a reply dated later than today is refused (ACRF-111); a day of slack for the
+        # platform's time zone (Brussels) against this machine's
+        latest = datetime.date.today() + datetime.timedelta(days=1)
         for name in listing:
             try:
-                parsed = naming.parse(name)
+                parsed = naming.parse(name, today=latest)
             except naming.InvalidName as exc:
                 if name not in self._warned:
                     self._warned.add(name)

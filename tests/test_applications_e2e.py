@@ -132,3 +132,27 @@ def test_a_server_without_s_folders_serves_the_other_environments(
     assert failed.state == "failed", failed
     assert failed.error is not None and "has no INTEST-S folder" in failed.error
     assert failed.fi_name is not None and failed.fi_name.endswith(".S.1.1")
+
+
+def test_replies_of_the_s_environment_and_dates_later_than_today(
+        tmp_path: Path, sshd: SshServer) -> None:
+    import datetime
+
+    import structlog.testing
+
+    from tests.replysets import acrf, poll, put_set
+
+    install = make_install(tmp_path, sshd)
+    (sshd.root / "OUTTEST-S").mkdir()  # a server that has the S folders
+    s_names = put_set(sshd, "ACRF", 1, acrf("GO.X"), folder="OUTTEST-S", env="S")
+    later = (datetime.date.today() + datetime.timedelta(days=3)).strftime("%Y%m%d")
+    early = put_set(sshd, "ACRF", 2, acrf("GO.Y"))
+    for name in early:  # the same set, dated three days from now
+        os.rename(sshd.root / "OUTTEST" / name,
+                  sshd.root / "OUTTEST" / name.replace(".20261127.", f".{later}."))
+    with structlog.testing.capture_logs() as logs:
+        assert poll(install) == 1
+    assert sorted(os.listdir(install.inbox / "simulation")) == sorted(s_names)
+    skipped = [e for e in logs if e["event"] == "reply_name_skipped"]
+    assert len(skipped) == 3 and all("(ACRF-111)" in e["reason"] for e in skipped)
+    assert len(os.listdir(sshd.root / "OUTTEST")) == 3  # left on the server
