@@ -588,6 +588,24 @@ def test_negative_receipts(
         assert sorted(left) == (sorted(name for name, _ in files) if refused_go else [])
 
 
+def test_an_xsd_per_application_code(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey
+) -> None:
+    # --xsd DMFA=...: the DMFA sets are checked against it, other codes are not
+    sandbox = make_sandbox(xsds={"DMFA": XSD}, notify_delay=0.0)
+    broken = SAMPLE.replace(b"<Hours>7.5", b"<Hours>many")
+    fi, _, go = names("00001")
+    dfi, _, dgo = names("00002", appl="DMFA")
+    with sftp_session(sandbox, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], broken)], go)
+        send(sftp, "INTEST", [(dfi[0], broken)], dgo)
+        by_go = {r.text("Form/FileReference/FileName"): r
+                 for r in wait_replies(sandbox.root / "OUTTEST", "ACRF", count=2)}
+    assert by_go[go].text("Form/ReceptionResult/ResultCode") == "1"
+    assert by_go[dgo].text("Form/ReceptionResult/ResultCode") == "0"
+    assert by_go[dgo].text("Form/ReceptionResult/ErrorID") == ERR_XSD_INVALID == "ACRF-312"
+
+
 def test_parts_are_joined_in_order(
     make_sandbox: Callable[..., Sandbox], client: ClientKey, signer: signing.Signer
 ) -> None:
@@ -725,3 +743,13 @@ def test_command_runs_until_sigterm(
     assert not ready_file.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(process.pid, 0)
+
+
+def test_xsd_option_per_application_code() -> None:
+    from flad.sandbox.command import _per_code
+
+    assert _per_code("DMFA=/etc/xsd/DmfAOriginal_20223.xsd") == (
+        "DMFA", "/etc/xsd/DmfAOriginal_20223.xsd")
+    assert _per_code("DIMN=Dimona_20231.xsd") == ("DIMN", "Dimona_20231.xsd")
+    assert _per_code("/srv/a=b/standin.xsd") is None  # a path with '=': every code
+    assert _per_code("standin-fla.xsd") is None
