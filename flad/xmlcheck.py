@@ -675,7 +675,8 @@ def check_document(
     plain = (employer_xpath is None or employer_xpath in _DEFAULT_XPATH_NAMES) and (
         sender_xpath is None or sender_xpath in _DEFAULT_XPATH_NAMES)
     if plain:
-        if len(data) >= STREAM_BYTES:
+        # a profile's stream reads forms, not senders: a sender XPath takes the tree
+        if len(data) >= STREAM_BYTES and (by_profile is None or sender_xpath is None):
             accepted: CheckedDocument | None
             if by_profile is None and (employer_xpath, sender_xpath) == (
                     DEFAULT_EMPLOYER_XPATH, DEFAULT_SENDER_XPATH):

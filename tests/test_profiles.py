@@ -487,3 +487,19 @@ def test_a_refusal_by_forms_is_the_tree_paths(split_spy: list[str], fault: str) 
                              "DmfAOriginal", None, None, profiles.PROFILES["dmfa"])
     assert str(split_reason.value) == str(plain_reason.value)
     assert "does not follow the XSD" in str(split_reason.value)
+
+
+def test_a_profile_with_a_sender_xpath_reads_senders_in_big_files_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = decl.dimona([(decl.NOSS_A, None)] * 3).replace(
+        b"<Dimona>", f"<Dimona><!-- <SenderId>{COMPANY}</SenderId> -->".encode())
+    data = data.replace(b"<TypeForm>SU</TypeForm>",
+                        f"<TypeForm>SU</TypeForm><SenderId>{COMPANY}</SenderId>".encode(), 1)
+    kwargs: dict[str, Any] = {"schema": None, "root_element": "Dimona", "employer_xpath": None,
+                              "sender_xpath": xmlcheck.DEFAULT_SENDER_XPATH,
+                              "profile": profiles.PROFILES["dimona"]}
+    small = xmlcheck.check_document(data, **kwargs)
+    monkeypatch.setattr(xmlcheck, "STREAM_BYTES", 0)
+    big = xmlcheck.check_document(data, **kwargs)
+    assert small.senders == big.senders == (COMPANY,)
+    assert small.forms == big.forms and len(big.forms) == 3

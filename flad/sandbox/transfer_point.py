@@ -61,6 +61,7 @@ from cryptography import x509
 from lxml import etree
 
 from flad import naming, signing, xmlcheck
+from flad.platform import ENV_LETTER, ENVIRONMENTS, REMOTE_IN, REMOTE_OUT
 from flad.sandbox.replies import (
     Anomaly,
     Declaration,
@@ -121,11 +122,10 @@ ERROR_IDS = {
     ERR_XSD_INVALID: "XSD invalid",
 }
 
-# Inbound folder -> (reply folder, environments it takes; the first is the default).
+# Inbound folder -> (reply folder, environments it takes; the first is the default):
+# IN/OUT for R, INTEST/OUTTEST for T, INTEST-S/OUTTEST-S for S.
 FOLDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "IN": ("OUT", ("R",)),
-    "INTEST": ("OUTTEST", ("T",)),
-    "INTEST-S": ("OUTTEST-S", ("S",)),
+    REMOTE_IN[env]: (REMOTE_OUT[env], (ENV_LETTER[env],)) for env in ENVIRONMENTS
 }
 _PRODUCTION_FOLDER = "IN"
 _MAX_NAMES_IN_REASON = 3
