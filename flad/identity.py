@@ -302,6 +302,8 @@ class EmployerRef:
     """``CompanyID`` (or a legacy enterprise-number value), as written."""
     noss: str | None
     """``NOSSRegistrationNbr``, as written."""
+    other: str | None = None
+    """Another number given instead, named: ``ProvisionalNSSONbr 5000000120``."""
 
 
 @dataclass(frozen=True)
@@ -419,6 +421,12 @@ def check_forms(
             if problem is not None:
                 return _refuse(f"{where}: {problem}")
             if enterprise is None and noss is None:
+                if ref.other is not None and quality == "training_provider":
+                    continue  # names a participant's employer: nothing to tie to the channel
+                if ref.other is not None:
+                    return _refuse(f"{where} names its employer only by {_shown(ref.other)}, "
+                                   "which flad cannot tie to this channel: give its "
+                                   "enterprise number (CompanyID) too")
                 return _refuse(f"{where} names its employer by neither an enterprise number "
                                "nor an ONSS number (both absent or 0)")
             if noss is not None and (check := noss_check_problem(noss)):

@@ -40,6 +40,9 @@ class Profile:
     form_element: str = "Form"
     enterprise_element: str = "CompanyID"
     noss_element: str = "NOSSRegistrationNbr"
+    other_elements: tuple[str, ...] = ()
+    """Other numbers that may name the employer instead (a provisional ONSS number):
+    flad cannot tie them to a channel, but says so rather than "no number"."""
 
     def expects(self) -> str:
         """`flad check`'s line: which schema and root the profile expects."""
@@ -64,6 +67,7 @@ PROFILES: dict[str, Profile] = {
             # CompanyID); a DailyRegistrationDeclaration names no employer
             employer_paths=tuple((kind, "EmployerId") for kind in (
                 "DimonaIn", "DimonaOut", "DimonaUpdate", "DimonaCancel")),
+            other_elements=("ProvisionalNSSONbr", "NOSSLPARegistrationNbr"),
         ),
         Profile(
             name="generic", title="GenericXmlDocument",
@@ -72,6 +76,7 @@ PROFILES: dict[str, Profile] = {
             # Form/ReferenceData/EmployerId (0..2); its HandledEmployerId children are not
             # the employer the form is sent for
             employer_paths=(("ReferenceData", "EmployerId"),),
+            other_elements=("ProvisionalNSSONbr", "NOSSLPARegistrationNbr"),
         ),
     )
 }

@@ -996,7 +996,8 @@ class _FormCollector(_Collector):
         p = self.profile
         path_names = {name for path in p.employer_paths for name in path}
         return tuple(dict.fromkeys((p.form_element, *_FORM_FIELDS, *sorted(path_names),
-                                    p.enterprise_element, p.noss_element)))
+                                    p.enterprise_element, p.noss_element,
+                                    *p.other_elements)))
 
     def _path(self, element: etree._Element) -> tuple[str, ...] | None:
         """Local names from below the current form down to ``element``; None if outside."""
@@ -1040,12 +1041,15 @@ class _FormCollector(_Collector):
                     self._numbers[element] = {}  # an employer: its numbers are kept
             elif parent is self._form and name in _FORM_FIELDS:
                 self._fields[name] = _string_value(element)
-            elif name in (p.enterprise_element, p.noss_element) and parent in self._numbers:
+            elif (name in (p.enterprise_element, p.noss_element, *p.other_elements)
+                  and parent in self._numbers):
                 self._numbers[parent][name] = _string_value(element)
             elif element in self._numbers:
                 numbers = self._numbers.pop(element)
+                other = next((f"{n} {numbers[n]}" for n in p.other_elements if n in numbers),
+                             None)
                 self._employers.append(EmployerRef(
-                    numbers.get(p.enterprise_element), numbers.get(p.noss_element)))
+                    numbers.get(p.enterprise_element), numbers.get(p.noss_element), other))
         return True
 
     def complete(self) -> bool:

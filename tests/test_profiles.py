@@ -503,3 +503,19 @@ def test_a_profile_with_a_sender_xpath_reads_senders_in_big_files_too(
     big = xmlcheck.check_document(data, **kwargs)
     assert small.senders == big.senders == (COMPANY,)
     assert small.forms == big.forms and len(big.forms) == 3
+
+
+def test_an_employer_named_only_by_a_provisional_onss_number(tmp_path: Path) -> None:
+    data = decl.dimona(((decl.NOSS_A, None),)).replace(
+        f"<NOSSRegistrationNbr>{decl.NOSS_A}</NOSSRegistrationNbr>".encode(),
+        b"<ProvisionalNSSONbr>5000000120</ProvisionalNSSONbr>")
+    path = decl.official_xsd("dimona")
+    if path is not None:
+        assert xmlcheck.load_schema(path).validate(etree.fromstring(data))
+    reason = refusal(load(tmp_path, app("dimona"), noss_number=decl.NOSS_A), "dimona", data)
+    assert reason == ("form 1 (DIMONA, created 2023-02-06 14:35:01.000) names its employer "
+                      "only by ProvisionalNSSONbr 5000000120, which flad cannot tie to this "
+                      "channel: give its enterprise number (CompanyID) too")
+    with_company = data.replace(b"</ProvisionalNSSONbr>",
+                                f"</ProvisionalNSSONbr><CompanyID>{COMPANY}</CompanyID>".encode())
+    assert verdict(load(tmp_path / "b", app("dimona")), "dimona", with_company) == ()
