@@ -46,5 +46,7 @@ demo: venv
 	$(BIN)/python tools/demo.py
 
 # flad against OpenSSH's own sftp on this machine; writes bench/results/<time>.json
+# (`make bench BENCH_ARGS="--content dmfa"`: DmfA files, and the check against lxml)
+BENCH_ARGS ?=
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -2,15 +2,21 @@
 
 What it does, in order (details and the meaning of each figure: bench/README.md):
 
-1. generates FLA-like files valid against the stand-in XSD: `--small` files of about
-   `--small-size` bytes, one of `--big-size` bytes, and `--latency` more small ones;
+1. generates FLA-like files valid against the stand-in XSD (or, with `--content dmfa`,
+   DmfA files built like the DmfA documentation example, checked with the `dmfa`
+   profile and the official XSD from ../shared/platform/xsd/ when present): `--small`
+   files of about `--small-size` bytes, one of `--big-size` bytes, and `--latency`
+   more small ones;
 2. starts the test OpenSSH server (tests/sshd.py, a real `sshd` on 127.0.0.1);
 3. the floor: prepares the FI, FS and GO files of the same submissions in advance, with
    flad's naming and signing, and uploads them with `sftp -b` over one connection;
 4. flad end to end: `flad run -c CONFIG` as a subprocess (production layout: XSD
    validation, FS signing, upload to IN), timed from the drop (by rename) of the files
    to the last GO on the server; then one big file; then single files at idle;
-5. prints every figure, the ratios flad/floor and the targets (MET / NOT MET), and
+5. with `--content dmfa`, the check alone: flad's check of the big file (hardened
+   parse, XSD, every form's employer) against lxml's own parse-and-validate of the
+   same bytes, each in a fresh process (best of three), with the check's peak memory;
+6. prints every figure, the ratios flad/floor and the targets (MET / NOT MET), and
    writes the whole as JSON into bench/results/ (`<timestamp>.json` and `latest.json`).
 
 It exits 0 whether the targets are met or not: it is a report. It exits 1 only when the
@@ -48,7 +54,7 @@ if str(ROOT) not in sys.path:
 
 from flad import journal as journal_mod  # noqa: E402
 from flad import naming, signing  # noqa: E402
-from tests import configs  # noqa: E402
+from tests import configs, declarations  # noqa: E402
 from tests.certs import SignerFiles, write_test_signer  # noqa: E402
 from tests.harness import STANDIN_XSD, sample  # noqa: E402
 from tests.sshd import SshServer, _die_with_parent  # noqa: E402
@@ -67,6 +73,10 @@ LATENCY_P95_MAX = 1.0
 CONNECTIONS_MAX = 1
 MEMORY_BASE_MIB = 150.0
 SINGLE_TIMEOUT = 15.0  # seconds for one file at idle (the target is one)
+# The targets of issue 14, for --content dmfa: the check of the big file alone.
+CHECK_RATIO_MAX = 1.2  # flad's check / lxml's parse + validate of the same bytes
+CHECK_MEMORY_MIB = 150.0  # peak memory of the process that checks it
+DMFA_WORKERS_PER_FORM = 100  # the big DmfA: one form per employer of this many workers
 
 
 class BenchError(Exception):
@@ -88,9 +98,76 @@ def fla_file(n: int, size: int, content: str) -> bytes:
     """
     if content == "padded":
         return sample(n, size)
+    if content == "dmfa":
+        return dmfa_file(n, size)
     head, _, tail = sample(n).partition(b"</FLADeclaration>")
     records = max(0, (size - len(head) - len(tail) - 20) // len(_RECORD))
     return head + _RECORD * records + b"</FLADeclaration>" + tail
+
+
+def dmfa_file(n: int, size: int) -> bytes:
+    """A DmfA of about `size` bytes, unique by `n`, built like the documentation example.
+
+    Small files hold one employer's form; a big one holds a form per employer of
+    DMFA_WORKERS_PER_FORM workers, as a social secretariat's quarterly DmfA does.
+    """
+    worker = len(declarations.dmfa_worker(1))
+    workers = max(1, size // worker)
+    if workers <= DMFA_WORKERS_PER_FORM:
+        return declarations.dmfa(workers=workers, reference=f"BENCH {n}")
+    forms = max(1, workers // DMFA_WORKERS_PER_FORM)
+    return declarations.dmfa(((declarations.NOSS_TEST, "0"),) * forms,
+                             workers=DMFA_WORKERS_PER_FORM, reference=f"BENCH {n}")
+
+
+# -- the check alone: flad against lxml ----------------------------------------------------
+
+_CHECK_SCRIPT = r"""
+import json, sys, time
+from lxml import etree
+from flad import identity, profiles, xmlcheck
+path, xsd, mode = sys.argv[1], sys.argv[2] or None, sys.argv[3]
+schema = xmlcheck.load_schema(xsd) if xsd else None
+data = open(path, "rb").read()
+best = None
+for _ in range(3):
+    t0 = time.perf_counter()
+    if mode == "lxml":
+        tree = etree.fromstring(data, etree.XMLParser(huge_tree=False, resolve_entities=False))
+        ok = schema.validate(tree) if schema is not None else True
+        del tree
+    else:
+        profile = profiles.PROFILES["dmfa"]
+        split = bool(xsd) and xmlcheck.forms_validate_alone(xsd, profile)
+        doc = xmlcheck.check_document(data, schema=schema, root_element=profile.root_element,
+                                      employer_xpath=None, sender_xpath=None, profile=profile,
+                                      split_forms=split)
+        ok = identity.check_forms(quality="employer", company_id="0123456749",
+                                  noss_number="199999934", forms=doc.forms,
+                                  mandates=None).ok
+    elapsed = time.perf_counter() - t0
+    assert ok, mode
+    best = elapsed if best is None else min(best, elapsed)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"best_s": best, "peak_mib": hwm / 1024}))
+"""
+
+
+def check_alone(path: Path, xsd: Path | None) -> dict[str, Any]:
+    """flad's check of `path` against lxml's parse + validate, each in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out: dict[str, Any] = {"file_mib": path.stat().st_size / MIB,
+                           "xsd": str(xsd) if xsd else None}
+    for mode in ("lxml", "flad"):
+        done = subprocess.run([sys.executable, "-c", _CHECK_SCRIPT, str(path),
+                               str(xsd or ""), mode], capture_output=True, text=True,
+                              env=env, timeout=600, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"check ({mode}) failed: {done.stderr.strip()[-400:]}")
+        out[mode] = json.loads(done.stdout)
+    out["ratio"] = out["flad"]["best_s"] / out["lxml"]["best_s"]
+    return out
 
 
 # -- watching the server's folder ----------------------------------------------------------
@@ -235,6 +312,7 @@ class Setup:
     staging: Path
     small: list[Path] = field(default_factory=list)
     big: Path | None = None
+    content: str = "padded"
     singles: list[Path] = field(default_factory=list)
 
     @property
@@ -337,6 +415,11 @@ def write_config(setup: Setup) -> tuple[Path, dict[str, Any]]:
         signing={"certificate": setup.signer.cert_path, "private_key": setup.signer.key_path},
         application=[{"name": "fla", "code": APP_CODE, "xsd": STANDIN_XSD,
                       "root_element": "FLADeclaration"}])
+    if setup.content == "dmfa":  # the DmfA profile, the official XSD when present
+        xsd = declarations.official_xsd("dmfa")
+        channel["application"] = [{"name": "fla", "profile": "dmfa", "code": APP_CODE,
+                                   **({"xsd": xsd} if xsd is not None else {})}]
+        channel["noss_number"] = declarations.NOSS_TEST
     channel["sftp"]["known_hosts"] = setup.known_hosts
     channel["sender_id"] = SENDER
     path = configs.write(base, [channel], log_format="json")
@@ -653,6 +736,10 @@ def targets(result: dict[str, Any], args: argparse.Namespace) -> list[Target]:
         Target("SSH connections opened by flad", f["ssh_connections"], CONNECTIONS_MAX),
         Target("peak memory of flad", round(f["peak_rss_mib"], 1),
                MEMORY_BASE_MIB + 2 * args.big_size / MIB, " MiB"),
+        *([Target("DmfA check, flad/lxml parse+validate", round(c["ratio"], 3),
+                  CHECK_RATIO_MAX, "x"),
+           Target("peak memory of the DmfA check", round(c["flad"]["peak_mib"], 1),
+                  CHECK_MEMORY_MIB, " MiB")] if (c := result.get("check")) else []),
     ]
 
 
@@ -705,6 +792,12 @@ def report(result: dict[str, Any], checks: list[Target]) -> str:
         "",
         f"ratios flad/floor: small files {_n(r['small'], '.2f')}x, big file "
         f"{_n(r['big'], '.2f')}x (floor = sftp transfer time, without its connection set-up)",
+        *([f"the check alone ({c['file_mib']:.1f} MiB DmfA, XSD {c['xsd'] or 'none'}, "
+           "best of 3, fresh processes):",
+           f"  lxml parse + validate {c['lxml']['best_s']:.3f} s (peak "
+           f"{c['lxml']['peak_mib']:.0f} MiB); flad check {c['flad']['best_s']:.3f} s "
+           f"(peak {c['flad']['peak_mib']:.0f} MiB): {c['ratio']:.2f}x", ""]
+          if (c := result.get("check")) else []),
         "",
         "targets:",
         *(t.line() for t in checks),
@@ -733,9 +826,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", type=int, default=50, help="single files dropped at idle")
     p.add_argument("--idle", type=float, default=0.2,
                    help="seconds flad stays idle between two single files")
-    p.add_argument("--content", choices=("padded", "records"), default="padded",
+    p.add_argument("--content", choices=("padded", "records", "dmfa"), default="padded",
                    help="padded: tests/harness.py sample() padded with comments; "
-                   "records: filled with <Training> records (parse and XSD cost more)")
+                   "records: filled with <Training> records (parse and XSD cost more); "
+                   "dmfa: DmfA files with the dmfa profile and the official XSD when "
+                   "../shared/platform is there, and the check measured against lxml")
     p.add_argument("--floor-runs", type=int, default=4,
                    help="sftp runs, half before flad's and half after (the median is taken)")
     p.add_argument("--timeout", type=float, default=60,
@@ -791,8 +886,18 @@ def main(argv: list[str] | None = None) -> int:
         sshd = SshServer(workdir=work / "sshd", sftp_log_level="ERROR")
         key = work / "client_key"
         setup = Setup(work=work, sshd=sshd, key=key, known_hosts=work / "known_hosts",
-                      signer=write_test_signer(work / "signer"), staging=work / "staging")
+                      signer=write_test_signer(work / "signer"), staging=work / "staging",
+                      content=args.content)
         step("generating files", lambda: generate(setup, args))
+        check = None
+        if args.content == "dmfa" and setup.big is not None:
+            big = setup.big
+            try:
+                check = step("the check alone: flad and lxml", lambda: check_alone(
+                    big, declarations.official_xsd("dmfa")))
+            except BenchError as exc:
+                print(f"bench failed: {exc}", file=sys.stderr)
+                return 1
         try:
             sshd.start()
             shutil.copy(sshd.client_key_path, key)
@@ -847,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "duration_s": round(time.monotonic() - began, 1),
     }
+    if check is not None:
+        result["check"] = check
     checks = targets(result, args)
     result["targets"] = [t.as_dict() for t in checks]
     if profile_out is not None:

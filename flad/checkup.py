@@ -17,6 +17,7 @@ from flad import config as config_mod
 from flad import identity, signing, strays, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.pipeline import FileChecker, Rejected
+from flad.platform import OPTIONAL_FOLDERS, REMOTE_IN, REMOTE_OUT
 from flad.replies import load_error_labels
 
 
@@ -215,6 +216,10 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
         except signing.SigningError as exc:
             out.append(Finding("error", f"{subject} reply_trust", str(exc)))
     for app in ch.applications:
+        if app.profile is not None:
+            out.append(Finding("ok", f"{subject} application {app.name}",
+                               f"{app.profile.expects()}; code {app.code}, root element "
+                               f"{app.root_element}"))
         if app.xsd is None:
             continue
         try:
@@ -244,10 +249,17 @@ def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
         return [Finding("error", subject, str(exc))]
     finally:
         transport.close()
-    wanted = {"INTEST", "OUTTEST"} | ({"IN", "OUT"} if ch.production else set())
-    missing = sorted(wanted - set(folders))
+    wanted = {REMOTE_IN[env] for env in ch.environments()} | {
+        REMOTE_OUT[env] for env in ch.environments()}
+    missing = sorted(wanted - set(folders) - OPTIONAL_FOLDERS)
     if missing:
         return [Finding("error", subject, f"connected, but the server has no "
                         f"{', '.join(missing)} folder")]
-    return [Finding("ok", subject, f"connected to {ch.sftp.username}@{ch.sftp.host}:"
-                    f"{ch.sftp.port}; folders {', '.join(sorted(folders))}")]
+    out = [Finding("ok", subject, f"connected to {ch.sftp.username}@{ch.sftp.host}:"
+                   f"{ch.sftp.port}; folders {', '.join(sorted(folders))}")]
+    optional = sorted(OPTIONAL_FOLDERS - set(folders))
+    if optional:
+        out.append(Finding("warning", subject, f"the server has no {', '.join(optional)} "
+                           "folder: files dropped under simulation/ (environment S) cannot "
+                           "be sent; test and production are not affected"))
+    return out

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flad import identity, keyfiles, naming
+from flad import identity, keyfiles, naming, profiles
 from flad import proxy_address as proxy_mod
+from flad.platform import ENVIRONMENTS
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
     DEFAULT_MAX_FILE_BYTES,
@@ -27,7 +28,6 @@ from flad.xmlcheck import (
     check_xpath,
 )
 
-ENVIRONMENTS = ("test", "production")
 FS_LINE_FORMATS = ("single", "cr76")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_PORT = 8022
@@ -84,9 +84,12 @@ class ApplicationConfig:
     code: str
     xsd: Path | None
     root_element: str | None
-    employer_xpath: str
-    sender_xpath: str
+    employer_xpath: str | None
+    """None: the profile reads every form's employers (only with a profile)."""
+    sender_xpath: str | None
+    """None: no sender number is read (a profile's default: the layouts have none)."""
     max_file_bytes: int
+    profile: profiles.Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,18 @@ class ChannelConfig:
     sftp: SftpConfig
     signing: SigningConfig | None
     applications: tuple[ApplicationConfig, ...]
+    noss_number: str | None = None
+    """The company's own ONSS registration number (9 digits), when configured."""
 
     def application(self, name: str) -> ApplicationConfig | None:
         return next((a for a in self.applications if a.name == name), None)
 
     def environments(self) -> tuple[str, ...]:
-        return ENVIRONMENTS if self.production else ("test",)
+        """Where this channel sends: test and simulation (S) always, production if allowed."""
+        return ENVIRONMENTS if self.production else ("test", "simulation")
 
     def needs_signature(self, environment: str) -> bool:
+        """Production files are signed; test and simulation (S) ones when sign_test_files."""
         return environment == "production" or self.sign_test_files
 
 
@@ -353,7 +360,8 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
                   "64 characters")
     if name:
         p = f"channel {name!r}: "  # later messages read better with the channel's name
-    r.unknown_keys(t, p, {"name", "quality", "company_id", "sender_id", "outbox", "inbox",
+    r.unknown_keys(t, p, {"name", "quality", "company_id", "noss_number", "sender_id",
+                          "outbox", "inbox",
                           "production", "mandates", "sign_test_files", "fs_line_format",
                           "reply_trust", "remove_after_download", "poll_seconds", "sftp",
                           "signing", "application"})
@@ -366,6 +374,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         if reason:
             r.problem(f"{p}company_id",
                       f"{company_raw!r} is not a valid enterprise number: {reason}")
+    noss_number = _noss_number(r, t, p)
     sender_raw = t.get("sender_id")
     if isinstance(sender_raw, int) and not isinstance(sender_raw, bool):
         sender_raw = str(sender_raw)
@@ -388,8 +397,8 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
             r.problem(f"{p}mandates", f"only mandataries (social_secretariat, service_provider) "
                       f"have mandates; this channel's quality is {quality!r}")
         try:
-            mandates = identity.parse_mandates(mandates_file.read_text(encoding="utf-8"),
-                                               str(mandates_file))
+            mandates = identity.parse_mandate_numbers(
+                mandates_file.read_text(encoding="utf-8"), str(mandates_file), r.warnings)
         except OSError as exc:
             r.problem(f"{p}mandates", f"cannot read {mandates_file}: {exc.strerror}")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -435,8 +444,29 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         reply_trust=reply_trust,
         remove_after_download=bool(r.get(t, p, "remove_after_download", bool, True)),
         poll_seconds=r.positive(t, p, "poll_seconds", 60.0),
-        sftp=sftp, signing=signing, applications=tuple(apps),
+        sftp=sftp, signing=signing, applications=tuple(apps), noss_number=noss_number,
     )
+
+
+def _noss_number(r: _Reader, t: Mapping[str, Any], p: str) -> str | None:
+    """The channel's own ONSS number: 9 digits; a failed check digit is only a warning."""
+    raw = t.get("noss_number")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        r.problem(f"{p}noss_number", f"must be 9 digits (a string), got {raw!r}")
+        return None
+    number = identity.normalize_noss_number(raw)
+    if identity.noss_number_problem(number) is not None or number == "000000000":
+        r.problem(f"{p}noss_number", f"{raw!r} is not an ONSS registration number: it must "
+                  "be 9 digits NNNNNNNCC")
+        return None
+    check = identity.noss_check_problem(number)
+    if check is not None:
+        r.warnings.append(f"{r.path}: {p}noss_number: {check}")
+    return number
 
 
 def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
@@ -516,12 +546,20 @@ def _application(r: _Reader, t: Any, p: str) -> ApplicationConfig | None:
         r.problem(p.rstrip("."), "must be a table")
         return None
     r.unknown_keys(t, p, {"name", "code", "xsd", "root_element", "employer_xpath",
-                          "sender_xpath", "max_file_bytes"})
+                          "sender_xpath", "max_file_bytes", "profile"})
     name = r.text(t, p, "name", required=True) or ""
     if name and not _NAME.fullmatch(name):
         r.problem(f"{p}name", f"{name!r} must be letters, digits, '-', '_' or '.' (it is a "
                   "folder name under the outbox)")
-    code = r.text(t, p, "code", required=True) or ""
+    profile: profiles.Profile | None = None
+    profile_name = r.text(t, p, "profile")
+    if profile_name is not None:
+        profile = profiles.profile_named(profile_name)
+        if profile is None:
+            r.problem(f"{p}profile", f"unknown profile {profile_name!r}, expected one of "
+                      f"{', '.join(profiles.PROFILES)}")
+    fixed_code = profile.code if profile is not None else None
+    code = r.text(t, p, "code", required=fixed_code is None) or fixed_code or ""
     if code and not _APP_CODE.fullmatch(code):
         r.problem(f"{p}code", f"must be 4 characters A-Z or 0-9 (the code from the "
                   f"application's batch manual), got {code!r}")
@@ -531,22 +569,26 @@ def _application(r: _Reader, t: Any, p: str) -> ApplicationConfig | None:
     else:
         r.warnings.append(f"{r.path}: {p}xsd: no XSD configured: files of {name!r} are only "
                           "checked for well-formedness and identities")
-    xpaths = {}
+    xpaths: dict[str, str | None] = {}
     for key, default in (("employer_xpath", DEFAULT_EMPLOYER_XPATH),
                          ("sender_xpath", DEFAULT_SENDER_XPATH)):
-        expr = r.text(t, p, key, default=default) or default
-        reason = check_xpath(expr)
-        if reason:
-            r.problem(f"{p}{key}", f"invalid XPath {expr!r}: {reason}")
+        # with a profile, no XPath unless configured: the profile reads the forms
+        expr = r.text(t, p, key, default=None if profile is not None else default)
+        if expr is not None:
+            reason = check_xpath(expr)
+            if reason:
+                r.problem(f"{p}{key}", f"invalid XPath {expr!r}: {reason}")
         xpaths[key] = expr
     max_bytes = r.get(t, p, "max_file_bytes", int, DEFAULT_MAX_FILE_BYTES)
     assert max_bytes is not None
     if max_bytes <= 0:
         r.problem(f"{p}max_file_bytes", "must be greater than 0")
     return ApplicationConfig(
-        name=name, code=code, xsd=xsd, root_element=r.text(t, p, "root_element"),
+        name=name, code=code, xsd=xsd,
+        root_element=r.text(t, p, "root_element",
+                            default=profile.root_element if profile is not None else None),
         employer_xpath=xpaths["employer_xpath"], sender_xpath=xpaths["sender_xpath"],
-        max_file_bytes=max_bytes,
+        max_file_bytes=max_bytes, profile=profile,
     )
 
 

@@ -4,6 +4,12 @@ A name is ``TYPE.APPL.SENDER.YYYYMMDD.SEQ.ENV[.PARTS[.PART]]``. Names come from 
 local outbox and from the remote server, so parsing is strict and every refusal is a
 one-line reason that quotes the name with ``repr()``: a hostile name (newline, control
 character) can never break a log line or escape a folder.
+
+As strict as the platform (its error list, ``ErrorCodes2022-1_30.xml``): a date of 8
+digits (ACRF-109) that is a real date (110) and, when ``parse`` is given today's date,
+not later than today (111); a sequence of exactly 5 characters (112) 0-9 and A-Z (367),
+never ``00000`` (127); an environment R, T or S (117); a part count of one digit (114),
+never zero (116). A refusal for one of these carries the code in ``InvalidName.code``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ _PART_TYPES = frozenset({"FI", "FS", "FO", "CO"})
 _SET_TYPES = frozenset({"GO", "TD"})
 
 MAX_NAME_LENGTH = 64
-MAX_PARTS = 9999  # PARTS and PART have at most 4 digits
+MAX_PARTS = 9  # PARTS and PART have exactly one digit (ACRF-114)
 
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -52,7 +58,7 @@ _APPLICATION_RE = re.compile(r"[A-Z0-9]{4}")
 _SENDER_RE = re.compile(r"[0-9]{6}")
 _DATE_RE = re.compile(r"[0-9]{8}")
 _SEQUENCE_RE = re.compile(r"[0-9A-Z]{5}")
-_COUNT_RE = re.compile(r"[1-9][0-9]{0,3}")
+_COUNT_RE = re.compile(r"[1-9]")
 
 _QUOTE_LIMIT = 80
 
@@ -64,9 +70,12 @@ class InvalidName(ValueError):
     name elsewhere.
     """
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 code: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason if reason is not None else message
+        self.code = code
+        """The platform's error code for this refusal (``ACRF-112``...), where it has one."""
 
 
 def _quote(name: str) -> str:
@@ -76,8 +85,14 @@ def _quote(name: str) -> str:
     return f"{name[:_QUOTE_LIMIT]!r}... ({len(name)} characters)"
 
 
+_CODE_AT_END = re.compile(r"\((ACRF-[0-9]{3})\)$")
+
+
 def _refuse(name: str, reason: str) -> InvalidName:
-    return InvalidName(f"{_quote(name)}: {reason}", reason=reason)
+    """The refusal of a name; a reason ending in ``(ACRF-nnn)`` gives its code."""
+    found = _CODE_AT_END.search(reason)
+    return InvalidName(f"{_quote(name)}: {reason}", reason=reason,
+                       code=found.group(1) if found else None)
 
 
 def _format_date(date: datetime.date) -> str:
@@ -96,7 +111,10 @@ def _count_problem(value: object, label: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{label} must be an integer, got {value!r}"
     if not 1 <= value <= MAX_PARTS:
-        return f"{label} must be between 1 and {MAX_PARTS}, got {value}"
+        reason = f"{label} must be between 1 and {MAX_PARTS}, got {value}"
+        if label != "PARTS":
+            return reason
+        return f"{reason} ({'ACRF-116' if value == 0 else 'ACRF-114'})"
     return None
 
 
@@ -145,7 +163,10 @@ def _field_problem(
         return f"date must be a datetime.date, got {date!r}"
     if not isinstance(sequence, str) or not _SEQUENCE_RE.fullmatch(sequence):
         hint = _uppercase_hint(sequence, _SEQUENCE_RE) if isinstance(sequence, str) else ""
-        return f"sequence must be 5 characters 0-9 or A-Z, got {sequence!r}{hint}"
+        code = "ACRF-112" if not isinstance(sequence, str) or len(sequence) != 5 else "ACRF-367"
+        return f"sequence must be 5 characters 0-9 or A-Z, got {sequence!r}{hint} ({code})"
+    if sequence == "00000":
+        return "sequence must not be zero, got '00000' (ACRF-127)"
     if not isinstance(environment, str) or environment not in ENVIRONMENTS:
         hint = (
             " (must be uppercase)"
@@ -154,7 +175,8 @@ def _field_problem(
             and environment.upper() in ENVIRONMENTS
             else ""
         )
-        return f"environment must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}{hint}"
+        return (f"environment must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}{hint} "
+                "(ACRF-117)")
     if parts is not None and (problem := _count_problem(parts, "PARTS")):
         return problem
     if part is not None and (problem := _count_problem(part, "PART")):
@@ -276,15 +298,20 @@ def _string_problem(name: str) -> str | None:
 def _parse_count(value: str, label: str) -> int | str:
     """A PARTS/PART element as an int, or the reason it is not one."""
     if not _COUNT_RE.fullmatch(value):
-        return (
-            f"{label} must be a positive integer of at most 4 digits "
-            f"without leading zeros, got {value!r}"
-        )
+        reason = f"{label} must be a positive integer of one digit (1 to 9), got {value!r}"
+        if label != "PARTS":  # the error list has codes for the part count only
+            return reason
+        return f"{reason} ({'ACRF-116' if value == '0' else 'ACRF-114'})"
     return int(value)
 
 
-def parse(name: str) -> FileName:
-    """Parse a file name, or raise InvalidName saying which element is wrong and why."""
+def parse(name: str, *, today: datetime.date | None = None) -> FileName:
+    """Parse a file name, or raise InvalidName saying which element is wrong and why.
+
+    With ``today``, a date later than it is refused (ACRF-111), as the platform does
+    (a name made now by a clock in another time zone may give today + 1: callers
+    that read other machines' names pass the latest date it may be there).
+    """
     if not isinstance(name, str):
         raise TypeError(f"file name must be a str, got {type(name).__name__}")
     problem = _string_problem(name)
@@ -315,11 +342,15 @@ def parse(name: str) -> FileName:
     if problem := _application_problem(application) or _sender_problem(sender):
         raise _refuse(name, problem)
     if not _DATE_RE.fullmatch(date_text):
-        raise _refuse(name, f"date must be 8 digits YYYYMMDD, got {date_text!r}")
+        raise _refuse(name, f"date must be 8 digits YYYYMMDD, got {date_text!r} (ACRF-109)")
     try:
         date = datetime.date(int(date_text[:4]), int(date_text[4:6]), int(date_text[6:]))
     except ValueError:
-        raise _refuse(name, f"date {date_text!r} is not a real calendar date") from None
+        raise _refuse(name, f"date {date_text!r} is not a real calendar date (ACRF-110)"
+                      ) from None
+    if today is not None and date > today:
+        raise _refuse(name, f"date {date_text} is later than today, {_format_date(today)} "
+                      "(ACRF-111)")
 
     # Both counts left out: a valid shape for every type, so this checks SEQ and ENV only.
     if problem := _field_problem(

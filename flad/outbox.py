@@ -38,8 +38,9 @@ except ImportError:  # pragma: no cover - not Linux
     _INOTIFY = None
 
 from flad import durable, faults, logs
-from flad.config import ENVIRONMENTS, ChannelConfig, Config
+from flad.config import ChannelConfig, Config
 from flad.journal import Journal, Received
+from flad.platform import ENVIRONMENTS
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
 #: Sub-folders of an outbox that flad writes itself and never watches.
@@ -55,7 +56,7 @@ CLAIM_BATCH = 64
 @dataclass(frozen=True)
 class DropFolder:
     channel: str
-    environment: str  # "test" | "production"
+    environment: str  # "test" | "simulation" | "production"
     application: str
     path: Path
 
@@ -68,7 +69,7 @@ class Claimed:
 
 
 def drop_folders(config: Config) -> list[DropFolder]:
-    """Every folder flad watches: <outbox>/<test|production>/<app>/ per channel.
+    """Every folder flad watches: <outbox>/<test|simulation|production>/<app>/ per channel.
 
     production/ is watched even for channels that may not send production files, so
     that a file dropped there is refused with a reason instead of lying there forever.

@@ -35,10 +35,9 @@ from flad import (
 )
 from flad.config import ApplicationConfig, ChannelConfig, DaemonConfig
 from flad.journal import Journal, Submission
-from flad.remote import Remote, RemotePermissionDenied
+from flad.platform import ENV_LETTER, OPTIONAL_FOLDERS, REMOTE_IN
+from flad.remote import Remote, RemoteNotFound, RemotePermissionDenied
 
-ENV_LETTER = {"test": "T", "production": "R"}
-REMOTE_IN = {"test": "INTEST", "production": "IN"}
 #: Files at least this big are hashed (when the claim left it) and signed while they
 #: are checked, not after, and the memory of their XML tree is handed back to the
 #: system once checked.
@@ -63,10 +62,14 @@ class FileChecker:
 
     channel: ChannelConfig
     _schemas: dict[str, etree.XMLSchema | None] = field(default_factory=dict)
+    _split: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for app in self.channel.applications:
             self._schemas[app.name] = xmlcheck.load_schema(app.xsd) if app.xsd else None
+            # big files of a profile are validated form by form where the XSD allows it
+            self._split[app.name] = bool(app.xsd and app.profile and app.employer_xpath is None
+                                         and xmlcheck.forms_validate_alone(app.xsd, app.profile))
 
     def schema(self, app: ApplicationConfig) -> etree.XMLSchema | None:
         return self._schemas.get(app.name)
@@ -80,12 +83,14 @@ class FileChecker:
             doc = xmlcheck.check_document(
                 data, schema=self.schema(app), root_element=app.root_element,
                 employer_xpath=app.employer_xpath, sender_xpath=app.sender_xpath,
-                max_bytes=app.max_file_bytes)
+                max_bytes=app.max_file_bytes, profile=app.profile,
+                split_forms=self._split.get(app.name, False))
         except xmlcheck.XmlRejected as exc:
             raise Rejected(str(exc)) from None
-        verdict = identity.check_identity(
+        verdict = identity.check_forms(
             quality=self.channel.quality, company_id=self.channel.company_id,
-            employers=doc.employers, senders=doc.senders, mandates=self.channel.mandates)
+            noss_number=self.channel.noss_number, forms=doc.forms, senders=doc.senders,
+            mandates=self.channel.mandates)
         if not verdict.ok:
             raise Rejected(verdict.reason or "the enterprise numbers in the file are not "
                            "allowed on this channel")
@@ -377,14 +382,22 @@ class ChannelPipeline:
                 [(b"", f"{REMOTE_IN[sub.environment]}/{sub.go_name}") for sub in todo])
             for _ in todo:
                 faults.point("after_go")
-        except RemotePermissionDenied as exc:
+        except (RemotePermissionDenied, RemoteNotFound) as exc:
+            if isinstance(exc, RemoteNotFound) and not any(
+                    REMOTE_IN[sub.environment] in OPTIONAL_FOLDERS for sub in todo):
+                raise  # IN or INTEST missing: the channel's own problem
             if len(todo) > 1:  # which one? one by one tells, and fails only that one
                 for sub in todo:
                     fresh = self._reload(sub)
                     if fresh.state in (journal.PREPARED, journal.UPLOADING):
                         self.upload_many([fresh], contents)
                 return
-            self.journal.mark_failed(todo[0].id, f"the server refused the upload: {exc}")
+            folder = REMOTE_IN[todo[0].environment]
+            why = (f"the server refused the upload: {exc}"
+                   if isinstance(exc, RemotePermissionDenied) else
+                   f"the server has no {folder} folder, so it takes no files of this "
+                   f"environment ({exc})")
+            self.journal.mark_failed(todo[0].id, why)
             self.log.error("upload_failed", submission=todo[0].id, fi_name=todo[0].fi_name,
                            error=str(exc))
             return

@@ -10,6 +10,7 @@ grammar are never used as local paths.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
@@ -24,11 +25,10 @@ from cryptography import x509
 from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
 from flad.config import ChannelConfig
 from flad.journal import Journal, SentFormRow, Submission
-from flad.remote import Remote
+from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
+from flad.remote import Remote, RemoteNotFound
 from flad.replyparse import Reply, ReplyForm
 
-#: Remote reply folder per local environment.
-REMOTE_OUT = {"test": "OUTTEST", "production": "OUT"}
 DATA_TYPES = ("FO", "CO")
 INCOMING = ".incoming"
 #: which result of several forms speaks for a submission: the one a person must see first
@@ -84,15 +84,24 @@ class ReplyPoller:
         delivered = 0
         self.transport.ensure_connected()
         for environment in self.channel.environments():
-            delivered += self._poll_folder(environment, REMOTE_OUT[environment])
+            folder = REMOTE_OUT[environment]
+            try:
+                delivered += self._poll_folder(environment, folder)
+            except RemoteNotFound:
+                if folder not in OPTIONAL_FOLDERS:
+                    raise
+                # a server without OUTTEST-S: no error for the other environments
         return delivered
 
     def _poll_folder(self, environment: str, folder: str) -> int:
         listing = dict(self.transport.listdir(folder))
         sets: dict[str, dict[str, naming.FileName]] = defaultdict(dict)
+        # a reply dated later than today is refused (ACRF-111); a day of slack for the
+        # platform's time zone (Brussels) against this machine's
+        latest = datetime.date.today() + datetime.timedelta(days=1)
         for name in listing:
             try:
-                parsed = naming.parse(name)
+                parsed = naming.parse(name, today=latest)
             except naming.InvalidName as exc:
                 if name not in self._warned:
                     self._warned.add(name)

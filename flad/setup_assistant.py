@@ -329,9 +329,21 @@ def render_checklist(quality: str, items: list[ChecklistItem]) -> str:
     return "\n".join(lines)
 
 
+#: What `--explain` says first: the seed's FLA has ended, the channel it sets up lives on.
+APPLICATIONS_NOTE = (
+    "The Federal Learning Account (FLA) ended on 1 January 2026 (law of 14 January 2026:",
+    "no new data is accepted; the data is kept until the end of 2026). The SFTP channel",
+    "this checklist sets up lives on: it carries the DmfA (every quarter), DIMONA, the",
+    "social-risk declarations, supplementary pensions and the generic documents. flad",
+    "has profiles for the DmfA, DIMONA and the generic documents (profile = \"dmfa\",",
+    "\"dimona\", \"generic\" in [[channel.application]]). Where a step names the FLA",
+    "permission or an FLA mandate, tick or ask for the applications you send instead.",
+)
+
+
 def explain(quality: str) -> str:
     """The checklist of `flad init --explain`: nothing is read or written."""
-    return render_checklist(quality, checklist(quality))
+    return "\n".join(APPLICATIONS_NOTE) + "\n\n" + render_checklist(quality, checklist(quality))
 
 
 # --------------------------------------------------------------------------- the request

@@ -12,8 +12,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from flad.config import ENVIRONMENTS, ChannelConfig, Config
+from flad.config import ChannelConfig, Config
 from flad.outbox import OWN_FOLDERS, is_ignored
+from flad.platform import ENVIRONMENTS
 
 #: Entries looked at per folder at most: a folder of millions is named, not listed.
 _SCAN_LIMIT = 10_000

@@ -37,10 +37,13 @@ import os
 import re
 import threading
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from lxml import etree
+
+from flad.identity import EmployerRef, FormIdentity
+from flad.profiles import Profile
 
 __all__ = [
     "DEFAULT_EMPLOYER_XPATH",
@@ -60,6 +63,9 @@ DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 #: as a stream (their tree is not kept): see _accept_streaming.
 STREAM_BYTES = 16 * 1024 * 1024
 _STREAM_CHUNK = 1024 * 1024
+#: A form whose bytes exceed this is not validated on its own (its tree would be kept
+#: whole): the file is then validated as one stream instead. See _split_check.
+SPLIT_FORM_BYTES = 4 * 1024 * 1024
 # The root's start tag, where the prolog ends: an optional prefix, then the local name.
 _ROOT_NAME = re.compile(rb"<(?:[^\s/>:]+:)?(?P<local>[^\s/>:]+)")
 DEFAULT_EMPLOYER_XPATH = "//*[local-name()='EmployerId']"
@@ -144,6 +150,10 @@ class CheckedDocument:
     """Stripped text of every node the employer XPath selected, in document order."""
     senders: tuple[str, ...]
     """Same for the sender XPath."""
+    forms: tuple[FormIdentity, ...] = field(default=(), compare=False)
+    """Every form and the employers it names: by the profile's layout, or (without a
+    profile, or with a configured employer XPath) one pseudo-form for the whole file
+    (position 0) holding what the employer XPath selected."""
 
 
 def _one_line(text: str) -> str:
@@ -583,10 +593,12 @@ def _elements_named(
     return found
 
 
-def _xpath_values(tree: etree._ElementTree, expr: str, what: str) -> tuple[str, ...]:
-    """The identity values one configured XPath selects in a checked document."""
+def _xpath_result(tree: etree._ElementTree, expr: str, what: str) -> object:
+    """What one configured identity XPath selects in a checked document (raw)."""
     try:
-        return _text_values(etree.XPath(expr, smart_strings=False)(tree))
+        result: object = etree.XPath(expr, smart_strings=False)(tree)
+        _text_values(result)  # refuses numbers, booleans, comments...
+        return result
     except etree.LxmlError as exc:
         problem = f"cannot be used: {exc}"
     except _NotText as exc:
@@ -594,36 +606,113 @@ def _xpath_values(tree: etree._ElementTree, expr: str, what: str) -> tuple[str, 
     raise XmlRejected(f"the configured {what} XPath {expr!r} {problem}; check the configuration")
 
 
+def _xpath_values(tree: etree._ElementTree, expr: str, what: str) -> tuple[str, ...]:
+    """The identity values one configured XPath selects in a checked document."""
+    return _text_values(_xpath_result(tree, expr, what))
+
+
+# The two numbers that name an employer in the official layouts (glossary zones 00014
+# and 00011). An identity element that holds them (``EmployerId``) is read by its
+# children: its whole text would be both numbers run together.
+_ENTERPRISE = "CompanyID"
+_NOSS = "NOSSRegistrationNbr"
+
+
+def _string_value(element: etree._Element) -> str:
+    return "".join(str(text) for text in element.itertext()).strip()
+
+
+def _employer_refs(result: object) -> tuple[EmployerRef, ...]:
+    """How each node an employer XPath selected names its employer.
+
+    An element with ``CompanyID`` / ``NOSSRegistrationNbr`` children is read by them;
+    an element named ``NOSSRegistrationNbr`` is an ONSS number; any other node's text
+    is an enterprise number (flad's reading before profiles existed).
+    """
+    if isinstance(result, str | bytes):
+        text = (result.decode("utf-8") if isinstance(result, bytes) else result).strip()
+        return (EmployerRef(text, None),) if text else ()
+    refs: list[EmployerRef] = []
+    for item in cast("list[object]", result):
+        if isinstance(item, etree._Element):
+            numbers = {etree.QName(child).localname: _string_value(child)
+                       for child in item if isinstance(child.tag, str)
+                       and etree.QName(child).localname in (_ENTERPRISE, _NOSS)}
+            if numbers:
+                refs.append(EmployerRef(numbers.get(_ENTERPRISE), numbers.get(_NOSS)))
+            elif etree.QName(item).localname == _NOSS:
+                refs.append(EmployerRef(None, _string_value(item)))
+            else:
+                refs.append(EmployerRef(_string_value(item), None))
+        elif isinstance(item, str | bytes):
+            refs.append(EmployerRef(
+                (item.decode("utf-8") if isinstance(item, bytes) else item).strip(), None))
+    return tuple(refs)
+
+
+def _whole_file(refs: tuple[EmployerRef, ...]) -> tuple[FormIdentity, ...]:
+    return (FormIdentity(0, None, None, None, refs),)
+
+
 def check_document(
     data: bytes,
     *,
     schema: etree.XMLSchema | None,
     root_element: str | None,
-    employer_xpath: str = DEFAULT_EMPLOYER_XPATH,
-    sender_xpath: str = DEFAULT_SENDER_XPATH,
+    employer_xpath: str | None = DEFAULT_EMPLOYER_XPATH,
+    sender_xpath: str | None = DEFAULT_SENDER_XPATH,
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    profile: Profile | None = None,
+    split_forms: bool = False,
 ) -> CheckedDocument:
     """Every check one outgoing file must pass; raise :class:`XmlRejected` on the first failure.
 
     Order: hardened parse, root element (clearer than the XSD's own message for a
-    wrong file type), XSD, then the identity XPaths. ``root_element`` is compared
+    wrong file type), XSD, then the identities. ``root_element`` is compared
     with the root's local name; ``None`` skips that check, as ``schema=None`` skips
     the XSD.
 
-    With the default identity XPaths the file is parsed without comments and
-    processing instructions: nothing checked here looks at them, and they can be
-    most of a file's nodes. Only libxml2 sees a difference: the text around a
-    dropped comment becomes one text node, which may exceed the 10 MB text limit
-    that the pieces kept under, and an XSD counts a text-content error once
+    With a ``profile`` and no ``employer_xpath`` (None), the employers are read
+    form by form where the profile says; a configured ``employer_xpath`` overrides
+    that and reads the whole file as one. ``sender_xpath=None`` reads no sender.
+
+    With the default identity XPaths or a profile, the file is parsed without
+    comments and processing instructions: nothing checked here looks at them, and
+    they can be most of a file's nodes. Only libxml2 sees a difference: the text
+    around a dropped comment becomes one text node, which may exceed the 10 MB text
+    limit that the pieces kept under, and an XSD counts a text-content error once
     instead of once per piece. So a rejection of a file that has comments or PIs
     after its prolog is decided again with them kept, the plain way, and the
-    verdict and reason are always exactly those of the plain path.
+    verdict and reason are always exactly those of the plain path. Big files are
+    first checked as a stream (see _accept_streaming); with a profile and
+    ``split_forms`` (what :func:`forms_validate_alone` says of the schema), form by
+    form (see _split_check), which is faster.
     """
     data, prolog_end = _gate(data, max_bytes)
-    rest = (schema, root_element, employer_xpath, sender_xpath)
-    if employer_xpath in _DEFAULT_XPATH_NAMES and sender_xpath in _DEFAULT_XPATH_NAMES:
-        if len(data) >= STREAM_BYTES:
-            accepted = _accept_streaming(data, prolog_end, schema, root_element)
+    by_profile = profile if employer_xpath is None else None
+    rest = (schema, root_element, employer_xpath, sender_xpath, by_profile)
+    plain = (employer_xpath is None or employer_xpath in _DEFAULT_XPATH_NAMES) and (
+        sender_xpath is None or sender_xpath in _DEFAULT_XPATH_NAMES)
+    if plain:
+        # a profile's stream reads forms, not senders: a sender XPath takes the tree
+        if len(data) >= STREAM_BYTES and (by_profile is None or sender_xpath is None):
+            accepted: CheckedDocument | None
+            if by_profile is None and (employer_xpath, sender_xpath) == (
+                    DEFAULT_EMPLOYER_XPATH, DEFAULT_SENDER_XPATH):
+                accepted = _accept_streaming(data, prolog_end, schema, root_element)
+            else:
+                split: CheckedDocument | _FormTooBig | None = _FORM_TOO_BIG
+                if by_profile is not None and schema is not None and split_forms:
+                    split = _split_check(data, prolog_end, schema, root_element,
+                                         _FormCollector(by_profile))
+                if isinstance(split, _FormTooBig):  # not tried, or a form too big
+                    collector: _Collector = (
+                        _FormCollector(by_profile) if by_profile is not None else
+                        _Identities(employer_xpath, sender_xpath))
+                    accepted = _stream_check(data, prolog_end, schema, root_element,
+                                             collector)
+                else:
+                    accepted = split
             if accepted is not None:
                 return accepted
             # refused, or not for streaming: decided below the plain way, for its reason
@@ -635,22 +724,50 @@ def check_document(
     return _check_tree(_parse_checked(data, keep_comments=True), *rest)
 
 
+class _Collector:
+    """What a streamed check keeps of a file, from the parser's start and end events."""
+
+    root: etree._Element | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """Local names of the elements (other than the root) whose events are wanted."""
+        raise NotImplementedError
+
+    def take(self, events: Iterable[tuple[str, object]]) -> bool:
+        """Record events; False when the first is not the root's start."""
+        raise NotImplementedError
+
+    def complete(self) -> bool:
+        """Whether everything opened was closed (a whole document was seen)."""
+        raise NotImplementedError
+
+    def result(self, root_tag: str) -> CheckedDocument:
+        raise NotImplementedError
+
+
 def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
                       root_element: str | None) -> CheckedDocument | None:
+    """:func:`_stream_check` with the default identity XPaths."""
+    return _stream_check(data, root_at, schema, root_element,
+                         _Identities(DEFAULT_EMPLOYER_XPATH, DEFAULT_SENDER_XPATH))
+
+
+def _stream_check(data: bytes, root_at: int, schema: etree.XMLSchema | None,
+                  root_element: str | None, kept: _Collector) -> CheckedDocument | None:
     """The verdict of the tree path for a file it would accept, in bounded memory.
 
     The tree of a 50 MiB declaration of records is about 600 MiB; here the file is
     validated against the XSD (if any) while it is parsed, and the elements already
     complete are dropped as it goes. Only the root (whose name is read at `root_at`,
-    where the prolog ends) and the identity elements (the default XPaths' local
-    names, in document order) are looked at. None for anything else (the root is
+    where the prolog ends) and the elements the collector names are looked at, each
+    when it ends (before it can be dropped). None for anything else (the root is
     not `root_element`, a syntax or XSD error, a DOCTYPE): the caller then decides
     the plain way, so a refusal's reason is always the tree path's.
 
     libxml2 validates with its own context per parser here, so the schema's shared
     error log (and _SCHEMA_LOCK) is not involved.
     """
-    names = tuple(_DEFAULT_XPATH_NAMES.values())
+    names = kept.names()
     found = _ROOT_NAME.match(data, root_at)
     if found is None:
         return None
@@ -664,7 +781,6 @@ def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
         events=("start", "end"), tag=[f"{{*}}{root_name}", *(f"{{*}}{n}" for n in names)],
         schema=schema, **_HARDENED, remove_comments=True, remove_pis=True)
     parser.resolvers.add(_RefuseAllResolver())
-    kept = _Identities(names)
     view = memoryview(data)
     try:
         for offset in range(0, len(view), _STREAM_CHUNK):
@@ -673,30 +789,167 @@ def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
                 return None
             if kept.root is None and offset >= _STREAM_CHUNK:  # no root in 2 MiB: not ours
                 return None
-            kept.drop_complete()
+            _drop_complete(kept.root)
         parser.close()
         if not kept.take(parser.read_events()):
             return None
     except etree.LxmlError:
         return None
     root = kept.root
-    if root is None or kept.started or _declares_doctype(root.getroottree()):
+    if root is None or not kept.complete() or _declares_doctype(root.getroottree()):
         return None
-    return CheckedDocument(root_tag=etree.QName(root).localname,
-                           employers=tuple(kept.values["EmployerId"]),
-                           senders=tuple(kept.values["SenderId"]))
+    return kept.result(etree.QName(root).localname)
 
 
-class _Identities:
-    """What a streamed check keeps: the root, and the identity values in document order."""
+class _FormTooBig:
+    """_split_check's answer for a file with a form too big to be kept whole."""
 
-    def __init__(self, names: Collection[str]) -> None:
-        self.root: etree._Element | None = None
-        self.values: dict[str, list[str]] = {name: [] for name in names}
+
+_FORM_TOO_BIG = _FormTooBig()
+
+_XS = "{http://www.w3.org/2001/XMLSchema}"
+# Constructs that tie one form to another (or to another file): with any of them, a
+# form valid alone might not be valid in its file.
+_CROSS_FORM = ("unique", "key", "keyref", "include", "import", "redefine", "override")
+
+
+def forms_validate_alone(xsd: str | os.PathLike[str], profile: Profile) -> bool:
+    """Whether, by this XSD, a file is valid exactly when each form is valid on its own.
+
+    True when the root element is declared globally as a sequence of one reference to
+    the global form element, ``maxOccurs="unbounded"`` (so the root accepts one form
+    as it accepts any number), and the schema has no identity constraints, no ID or
+    IDREF types and nothing included from other files. The official DmfA, DIMONA
+    and GenericXmlDocument schemas are so; an XSD that is not, or cannot be read,
+    gives False and the file is validated as one stream.
+    """
+    try:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        root = etree.parse(os.fspath(xsd), parser).getroot()
+    except (OSError, etree.LxmlError):
+        return False
+    for element in root.iter():
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if tag.startswith(_XS) and tag[len(_XS):] in _CROSS_FORM:
+            return False
+        kind = str(element.get("type", "")).rpartition(":")[2]
+        if kind in ("ID", "IDREF", "IDREFS"):
+            return False
+    for declaration in root.findall(f"{_XS}element"):
+        if declaration.get("name") != profile.root_element:
+            continue
+        sequences = declaration.findall(f"{_XS}complexType/{_XS}sequence")
+        if len(sequences) != 1 or declaration.get("type") is not None:
+            return False
+        items = [c for c in sequences[0] if isinstance(c.tag, str)]
+        return (len(items) == 1 and items[0].tag == f"{_XS}element"
+                and str(items[0].get("ref", "")).rpartition(":")[2] == profile.form_element
+                and items[0].get("maxOccurs") == "unbounded"
+                and items[0].get("minOccurs", "1") == "1"
+                and any(d.get("name") == profile.form_element
+                        for d in root.findall(f"{_XS}element")))
+    return False
+
+
+def _split_check(data: bytes, root_at: int, schema: etree.XMLSchema, root_element: str | None,
+                 kept: _FormCollector) -> CheckedDocument | _FormTooBig | None:
+    """The verdict of the tree path for a file it would accept, validating form by form.
+
+    Only for a schema where :func:`forms_validate_alone`: the file is parsed as a
+    stream without the XSD, each form is validated on its own as soon as it is
+    complete (libxml2 validates a tree about three times faster than a stream) and
+    then dropped, and at the end the root with its last form is validated, which
+    checks the root's name, attributes and content. A form whose bytes pass
+    SPLIT_FORM_BYTES gives _FORM_TOO_BIG (the caller validates as one stream: memory
+    stays bounded); anything refused or odd gives None (the tree path decides).
+    """
+    names = kept.names()
+    found = _ROOT_NAME.match(data, root_at)
+    if found is None:
+        return None
+    try:
+        root_name = found["local"].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if root_name in names or (root_element is not None and root_name != root_element):
+        return None
+    parser = etree.XMLPullParser(
+        events=("start", "end"), tag=[f"{{*}}{root_name}", *(f"{{*}}{n}" for n in names)],
+        **_HARDENED, remove_comments=True, remove_pis=True)
+    parser.resolvers.add(_RefuseAllResolver())
+    form = kept.profile.form_element
+    validated: set[etree._Element] = set()
+    opened_at = 0  # where the open form started (bytes fed by then)
+    view = memoryview(data)
+    try:
+        for offset in range(0, len(view) + _STREAM_CHUNK, _STREAM_CHUNK):
+            if offset < len(view):
+                parser.feed(bytes(view[offset:offset + _STREAM_CHUNK]))
+            else:
+                parser.close()
+            events = list(parser.read_events())
+            if not kept.take(events):
+                return None
+            root = kept.root
+            if root is None:
+                if offset >= _STREAM_CHUNK:
+                    return None
+                continue
+            for event, item in events:
+                element = cast("etree._Element", item)
+                if element.getparent() is not root or etree.QName(element).localname != form:
+                    continue
+                if event == "start":
+                    opened_at = offset
+                    continue
+                with _SCHEMA_LOCK:
+                    if not schema.validate(element):
+                        return None
+                validated.add(element)
+                for earlier in list(element.itersiblings(preceding=True)):
+                    if earlier not in validated or (earlier.tail or "").strip():
+                        return None  # not a form, or text between forms: the plain way
+                    validated.discard(earlier)
+                    root.remove(earlier)
+            if kept.forming() and offset - opened_at > SPLIT_FORM_BYTES:
+                return _FORM_TOO_BIG
+    except etree.LxmlError:
+        return None
+    root = kept.root
+    if root is None or not kept.complete() or _declares_doctype(root.getroottree()):
+        return None
+    with _SCHEMA_LOCK:
+        if not schema.validate(root.getroottree()):
+            return None
+    return kept.result(etree.QName(root).localname)
+
+
+def _drop_complete(root: etree._Element | None) -> None:
+    """Free the elements already complete: all but the last child, along the open path."""
+    node = root
+    while node is not None and len(node):
+        if len(node) > 1:
+            del node[:-1]
+        node = node[-1]
+
+
+class _Identities(_Collector):
+    """The default identity XPaths' values in document order, as a stream goes by."""
+
+    def __init__(self, employer_xpath: str | None, sender_xpath: str | None) -> None:
+        self.employer = _DEFAULT_XPATH_NAMES.get(employer_xpath or "")
+        self.sender = _DEFAULT_XPATH_NAMES.get(sender_xpath or "")
+        self.root = None
+        self.values: dict[str, list[str]] = {
+            name: [] for name in (self.employer, self.sender) if name is not None}
+        self.refs: list[EmployerRef] = []
         self.started: dict[etree._Element, tuple[str, int]] = {}  # open identities
+        self.numbers: dict[etree._Element, dict[str, str]] = {}  # their number children
+
+    def names(self) -> tuple[str, ...]:
+        return (*self.values, _ENTERPRISE, _NOSS)
 
     def take(self, events: Iterable[tuple[str, object]]) -> bool:
-        """Record the parser's events; False when the first is not the root's start."""
         for event, item in events:
             element = cast("etree._Element", item)  # start and end give elements
             if self.root is None:
@@ -712,24 +965,131 @@ class _Identities:
                     self.values[name].append("")
             elif element in self.started:  # its string value is whole at its end
                 name, index = self.started.pop(element)
-                self.values[name][index] = "".join(map(str, element.itertext())).strip()
+                self.values[name][index] = _string_value(element)
+                if name == self.employer:
+                    numbers = self.numbers.pop(element, {})
+                    self.refs.append(
+                        EmployerRef(numbers.get(_ENTERPRISE), numbers.get(_NOSS)) if numbers
+                        else EmployerRef(None, self.values[name][index]) if name == _NOSS
+                        else EmployerRef(self.values[name][index], None))
+            else:  # a number: kept if its parent is an open employer identity
+                parent = element.getparent()
+                if parent is not None and self.started.get(parent, ("",))[0] == self.employer:
+                    name = etree.QName(element).localname
+                    self.numbers.setdefault(parent, {})[name] = _string_value(element)
         return True
 
-    def drop_complete(self) -> None:
-        """Free the elements already complete: all but the last child, along the open path."""
-        node = self.root
-        while node is not None and len(node):
-            if len(node) > 1:
-                del node[:-1]
-            node = node[-1]
+    def complete(self) -> bool:
+        return not self.started
+
+    def result(self, root_tag: str) -> CheckedDocument:
+        return CheckedDocument(
+            root_tag=root_tag,
+            employers=tuple(self.values[self.employer]) if self.employer else (),
+            senders=tuple(self.values[self.sender]) if self.sender else (),
+            forms=_whole_file(tuple(self.refs)))
+
+
+_FORM_FIELDS = ("Identification", "FormCreationDate", "FormCreationHour")
+
+
+class _FormCollector(_Collector):
+    """A profile's forms and the employers each names, from start and end events.
+
+    Fed by a streamed parse (elements are dropped once complete, so every value is
+    read at its own end event) or by a walk of a whole tree, with the same result.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.root = None
+        self.forms: list[FormIdentity] = []
+        self._form: etree._Element | None = None
+        self._fields: dict[str, str] = {}
+        self._employers: list[EmployerRef] = []
+        self._numbers: dict[etree._Element, dict[str, str]] = {}
+        self._paths = frozenset(profile.employer_paths)
+        self._holders = frozenset(path[-1] for path in profile.employer_paths)
+
+    def names(self) -> tuple[str, ...]:
+        p = self.profile
+        path_names = {name for path in p.employer_paths for name in path}
+        return tuple(dict.fromkeys((p.form_element, *_FORM_FIELDS, *sorted(path_names),
+                                    p.enterprise_element, p.noss_element,
+                                    *p.other_elements)))
+
+    def _path(self, element: etree._Element) -> tuple[str, ...] | None:
+        """Local names from below the current form down to ``element``; None if outside."""
+        names: list[str] = []
+        node: etree._Element | None = element
+        while node is not None and node is not self._form:
+            names.append(etree.QName(node).localname)
+            node = node.getparent()
+        return tuple(reversed(names)) if node is not None else None
+
+    def take(self, events: Iterable[tuple[str, object]]) -> bool:
+        p = self.profile
+        for event, item in events:
+            element = cast("etree._Element", item)
+            if self.root is None:
+                if event != "start" or element.getparent() is not None:
+                    return False
+                self.root = element
+                continue
+            if element is self.root:
+                continue
+            name = etree.QName(element).localname
+            parent = element.getparent()
+            if parent is self.root:
+                if name != p.form_element:
+                    continue
+                if event == "start":
+                    self._form, self._fields, self._employers = element, {}, []
+                elif self._form is element:
+                    fields = self._fields
+                    self.forms.append(FormIdentity(
+                        len(self.forms) + 1, fields.get("Identification"),
+                        fields.get("FormCreationDate"), fields.get("FormCreationHour"),
+                        tuple(self._employers)))
+                    self._form = None
+                continue
+            if self._form is None or parent is None:
+                continue
+            if event == "start":
+                if name in self._holders and self._path(element) in self._paths:
+                    self._numbers[element] = {}  # an employer: its numbers are kept
+            elif parent is self._form and name in _FORM_FIELDS:
+                self._fields[name] = _string_value(element)
+            elif (name in (p.enterprise_element, p.noss_element, *p.other_elements)
+                  and parent in self._numbers):
+                self._numbers[parent][name] = _string_value(element)
+            elif element in self._numbers:
+                numbers = self._numbers.pop(element)
+                other = next((f"{n} {numbers[n]}" for n in p.other_elements if n in numbers),
+                             None)
+                self._employers.append(EmployerRef(
+                    numbers.get(p.enterprise_element), numbers.get(p.noss_element), other))
+        return True
+
+    def complete(self) -> bool:
+        return self._form is None and not self._numbers
+
+    def forming(self) -> bool:
+        """Whether a form is open (started, not yet ended)."""
+        return self._form is not None
+
+    def result(self, root_tag: str) -> CheckedDocument:
+        return CheckedDocument(root_tag=root_tag, employers=(), senders=(),
+                               forms=tuple(self.forms))
 
 
 def _check_tree(
     tree: etree._ElementTree,
     schema: etree.XMLSchema | None,
     root_element: str | None,
-    employer_xpath: str,
-    sender_xpath: str,
+    employer_xpath: str | None,
+    sender_xpath: str | None,
+    profile: Profile | None = None,
 ) -> CheckedDocument:
     """The checks of :func:`check_document` after the parse: root element, XSD, identities."""
     root = tree.getroot()
@@ -742,17 +1102,29 @@ def _check_tree(
             reason = None if valid else _schema_reason(schema)
         if reason is not None:
             raise XmlRejected(reason)
-    wanted = (employer_xpath, sender_xpath)
+    wanted = [x for x in (employer_xpath, sender_xpath) if x is not None]
     named = _elements_named(
         tree, {_DEFAULT_XPATH_NAMES[x] for x in wanted if x in _DEFAULT_XPATH_NAMES}
     )
 
-    def values(expr: str, what: str) -> tuple[str, ...]:
+    def selected(expr: str, what: str) -> object:
         name = _DEFAULT_XPATH_NAMES.get(expr)
-        return _xpath_values(tree, expr, what) if name is None else _text_values(named[name])
+        return _xpath_result(tree, expr, what) if name is None else named[name]
 
+    senders = _text_values(selected(sender_xpath, "sender")) if sender_xpath else ()
+    if employer_xpath is None:
+        forms: tuple[FormIdentity, ...] = ()
+        if profile is not None:
+            collector = _FormCollector(profile)
+            collector.take(etree.iterwalk(
+                root, events=("start", "end"), tag=[f"{{*}}{root_tag}",
+                                                    *(f"{{*}}{n}" for n in collector.names())]))
+            forms = tuple(collector.forms)
+        return CheckedDocument(root_tag=root_tag, employers=(), senders=senders, forms=forms)
+    employers = selected(employer_xpath, "employer")
     return CheckedDocument(
         root_tag=root_tag,
-        employers=values(employer_xpath, "employer"),
-        senders=values(sender_xpath, "sender"),
+        employers=_text_values(employers),
+        senders=senders,
+        forms=_whole_file(_employer_refs(employers)),
     )

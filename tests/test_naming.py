@@ -61,7 +61,7 @@ def test_parse_go_names_number_of_parts() -> None:
         "TD.DMFA.006400.20070423.00001.R",
         "FI.DMFA.006400.20070423.00001.S.1.1",
         "FI.DMFA.006400.20070423.00001.R",
-        "FI.DMFA.006400.20070423.A0Z9Q.R.9999.9999",
+        "FI.DMFA.006400.20070423.A0Z9Q.R.9.9",
         "FI.DM2A.000000.00010101.ZZZZZ.T.1.1",
     ],
 )
@@ -141,9 +141,9 @@ def test_submission_names_four_parts() -> None:
     assert names.go == GO_4
 
 
-@pytest.mark.parametrize("parts", [0, -1, 10000])
+@pytest.mark.parametrize("parts", [0, -1, 10])
 def test_submission_names_refuses_bad_part_count(parts: int) -> None:
-    with pytest.raises(InvalidName, match="PARTS must be between 1 and 9999"):
+    with pytest.raises(InvalidName, match="PARTS must be between 1 and 9,"):
         submission_names("DMFA", "006400", D, "00001", "R", parts=parts)
 
 
@@ -212,10 +212,10 @@ def test_reason_quotes_name_and_says_which_part() -> None:
         ("GO.DMFA.006400.20070423.00001.R.4.1", "GO names carry PARTS alone, not PART"),
         ("TD.DMFA.006400.20070423.00001.R.4.1", "TD names carry PARTS alone, not PART"),
         ("FI.DMFA.006400.20070423.00001.R.0.1", "PARTS must be a positive integer"),
-        ("FI.DMFA.006400.20070423.00001.R.01.1", "without leading zeros, got '01'"),
+        ("FI.DMFA.006400.20070423.00001.R.01.1", "of one digit (1 to 9), got '01' (ACRF-114)"),
         ("FI.DMFA.006400.20070423.00001.R.4.04", "PART must be a positive integer"),
         ("FI.DMFA.006400.20070423.00001.R.4.0", "PART must be a positive integer"),
-        ("FI.DMFA.006400.20070423.00001.R.10000.1", "at most 4 digits"),
+        ("FI.DMFA.006400.20070423.00001.R.10.1", "one digit (1 to 9), got '10' (ACRF-114)"),
         ("FI.DMFA.006400.20070423.00001.R.+4.1", "PARTS must be a positive integer"),
         ("FI.DMFA.006400.20070423.00001.R.2.3", "PART 3 is greater than PARTS 2"),
         ("GO.DMFA.006400.20070423.00001.R.0", "PARTS must be a positive integer"),
@@ -273,8 +273,8 @@ def test_parse_refuses_non_str() -> None:
         ({"environment": "t"}, "got 't' (must be uppercase)"),
         ({"parts": 4, "part": None}, "FI names carry both PARTS and PART or neither"),
         ({"parts": None, "part": 1}, "FI names carry both PARTS and PART or neither"),
-        ({"parts": 0, "part": 1}, "PARTS must be between 1 and 9999, got 0"),
-        ({"parts": 1, "part": 0}, "PART must be between 1 and 9999, got 0"),
+        ({"parts": 0, "part": 1}, "PARTS must be between 1 and 9, got 0 (ACRF-116)"),
+        ({"parts": 1, "part": 0}, "PART must be between 1 and 9, got 0"),
         ({"parts": True, "part": 1}, "PARTS must be an integer, got True"),
         ({"parts": "4", "part": 1}, "PARTS must be an integer, got '4'"),
         ({"parts": 2, "part": 3}, "PART 3 is greater than PARTS 2"),
@@ -451,7 +451,7 @@ def file_names(draw: st.DrawFn) -> FileName:
     shape = draw(st.sampled_from(["none", "parts"]))
     parts = part = None
     if shape == "parts":
-        parts = draw(st.integers(min_value=1, max_value=9999))
+        parts = draw(st.integers(min_value=1, max_value=9))
         if type_ not in ("GO", "TD"):
             part = draw(st.integers(min_value=1, max_value=parts))
     return FileName(
@@ -459,7 +459,7 @@ def file_names(draw: st.DrawFn) -> FileName:
         application=draw(st.text(_upper_alnum, min_size=4, max_size=4)),
         sender=draw(st.text(string.digits, min_size=6, max_size=6)),
         date=draw(st.dates()),
-        sequence=draw(st.text(_upper_alnum, min_size=5, max_size=5)),
+        sequence=draw(st.text(_upper_alnum, min_size=5, max_size=5).filter(lambda s: s != "00000")),
         environment=draw(st.sampled_from(ENVIRONMENTS)),
         parts=parts,
         part=part,
@@ -558,3 +558,50 @@ def _assert_refused(text: str) -> None:
     message = str(info.value)
     assert message.startswith(repr(text) + ": ")
     assert len(message.splitlines()) == 1
+
+
+# -- as strict as the platform's error list ---------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("FI.DMFA.006400.20070423.00001.R.12.1", "ACRF-114"),
+        ("GO.DMFA.006400.20070423.00001.R.10", "ACRF-114"),
+        ("GO.DMFA.006400.20070423.00001.R.0", "ACRF-116"),
+        ("FI.DMFA.006400.20070423.0001.R.1.1", "ACRF-112"),
+        ("FI.DMFA.006400.20070423.000001.R.1.1", "ACRF-112"),
+        ("FI.DMFA.006400.20070423.0000a.R.1.1", "ACRF-367"),
+        ("FI.DMFA.006400.20070423.0000-.R.1.1", "ACRF-367"),
+        ("FI.DMFA.006400.20070423.00000.R.1.1", "ACRF-127"),
+        ("GO.DMFA.006400.20070423.00000.T.1", "ACRF-127"),
+        ("FI.DMFA.006400.2007042.00001.R.1.1", "ACRF-109"),
+        ("FI.DMFA.006400.20070230.00001.R.1.1", "ACRF-110"),
+        ("FI.DMFA.006400.20070423.00001.P.1.1", "ACRF-117"),
+    ],
+)
+def test_refusals_carry_the_platform_code(text: str, code: str) -> None:
+    with pytest.raises(InvalidName) as info:
+        parse(text)
+    assert info.value.code == code
+    assert str(info.value).endswith(f"({code})")
+
+
+def test_a_date_later_than_today_is_refused_when_today_is_given() -> None:
+    name = "GO.DMFA.006400.20070424.00001.S.1"
+    assert parse(name).date == datetime.date(2007, 4, 24)  # no today: not checked
+    assert parse(name, today=datetime.date(2007, 4, 24)).environment == "S"
+    with pytest.raises(InvalidName) as info:
+        parse(name, today=datetime.date(2007, 4, 23))
+    assert info.value.code == "ACRF-111"
+    assert info.value.reason == "date 20070424 is later than today, 20070423 (ACRF-111)"
+
+
+def test_flad_never_writes_what_the_platform_refuses() -> None:
+    with pytest.raises(InvalidName, match=r"ACRF-127"):
+        submission_names("DMFA", "006400", D, "00000", "R")
+    with pytest.raises(InvalidName, match=r"ACRF-114"):
+        submission_names("DMFA", "006400", D, "00001", "R", parts=10)
+    nine = submission_names("DMFA", "006400", D, "00001", "S", parts=9)
+    assert nine.fi[-1] == "FI.DMFA.006400.20070423.00001.S.9.9"
+    assert nine.go == "GO.DMFA.006400.20070423.00001.S.9"
+    assert sequence_for(1) == "00001"  # the first sequence is never zero

@@ -488,6 +488,32 @@ def _case_files(
         return "INTEST", [(fi[0] + "0", SAMPLE)], go
     if case == "environment of the other folder":
         return "INTEST", [(rfi[0], SAMPLE)], rgo
+    if case == "S set in INTEST":
+        sfi, _, sgo = names("00003", env="S")
+        return "INTEST", [(sfi[0], SAMPLE)], sgo
+    if case == "T set in INTEST-S":
+        return "INTEST-S", [(fi[0], SAMPLE)], go
+    if case == "sequence zero":
+        zfi, _, zgo = names("00000")
+        return "INTEST", [(zfi[0], SAMPLE)], zgo
+    if case == "sequence of 4 characters":
+        return "INTEST", [(fi[0], SAMPLE)], go.replace(".00003.", ".0003.")
+    if case == "sequence with a lowercase letter":
+        return "INTEST", [(fi[0], SAMPLE)], go.replace(".00003.", ".0000a.")
+    if case == "ten parts":
+        tfi, _, tgo = names("00003", parts=10)
+        return "INTEST", [(n, SAMPLE) for n in tfi], tgo
+    if case == "zero parts":
+        return "INTEST", [(fi[0], SAMPLE)], go[:-1] + "0"
+    if case == "date later than today":
+        tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).strftime("%Y%m%d")
+        return "INTEST", [(fi[0].replace(TODAY, tomorrow), SAMPLE)], go.replace(TODAY, tomorrow)
+    if case == "date of 7 digits":
+        return "INTEST", [(fi[0], SAMPLE)], go.replace(TODAY, TODAY[:7])
+    if case == "no such date":
+        return "INTEST", [(fi[0], SAMPLE)], go.replace(TODAY, TODAY[:4] + "0231")
+    if case == "environment X":
+        return "INTEST", [(fi[0], SAMPLE)], go.replace(".T.1", ".X.1")
     if case == "missing part":
         fi2, _, go2 = names("00003", parts=2)
         return "INTEST", [(fi2[0], SAMPLE)], go2
@@ -510,12 +536,30 @@ def _case_files(
     raise AssertionError(case)
 
 
+# cases whose GO name itself breaks a rule of the error list
+GO_NAME_CASES = frozenset({
+    "sequence zero", "sequence of 4 characters", "sequence with a lowercase letter",
+    "ten parts", "zero parts", "date later than today", "date of 7 digits", "no such date",
+    "environment X"})
+
+
 @pytest.mark.parametrize(
     ("case", "error_id"),
     [
         ("bad GO name", ERR_BAD_NAME),
         ("bad part name", ERR_BAD_NAME),
-        ("environment of the other folder", ERR_BAD_NAME),
+        ("environment of the other folder", "ACRF-118"),
+        ("S set in INTEST", "ACRF-257"),
+        ("T set in INTEST-S", "ACRF-119"),
+        ("sequence zero", "ACRF-127"),
+        ("sequence of 4 characters", "ACRF-112"),
+        ("sequence with a lowercase letter", "ACRF-367"),
+        ("ten parts", "ACRF-114"),
+        ("zero parts", "ACRF-116"),
+        ("date later than today", "ACRF-111"),
+        ("date of 7 digits", "ACRF-109"),
+        ("no such date", "ACRF-110"),
+        ("environment X", "ACRF-117"),
         ("missing part", ERR_MISSING_PART),
         ("symlinked part", ERR_MISSING_PART),
         ("wrong sender", ERR_WRONG_SENDER),
@@ -536,7 +580,7 @@ def test_negative_receipts(
 ) -> None:
     sandbox = make_sandbox(sender_id=SENDER, xsd=XSD, notify_delay=0.0)
     folder, files, go = _case_files(case, signer, stranger, sandbox.root)
-    out = sandbox.root / ("OUT" if folder == "IN" else "OUTTEST")
+    out = sandbox.root / {"IN": "OUT", "INTEST": "OUTTEST", "INTEST-S": "OUTTEST-S"}[folder]
     with sftp_session(sandbox, client.key) as sftp:
         send(sftp, folder, files, go)
         (acrf,) = wait_replies(out, "ACRF")
@@ -550,7 +594,26 @@ def test_negative_receipts(
         assert list(out.glob("*.NOTI.*")) == []
         left = sftp.listdir(f"/{folder}")
         # A GO the grammar refuses names no set: the data that came with it stays.
-        assert left == ([files[0][0]] if case == "bad GO name" else [])
+        refused_go = case == "bad GO name" or case in GO_NAME_CASES
+        assert sorted(left) == (sorted(name for name, _ in files) if refused_go else [])
+
+
+def test_an_xsd_per_application_code(
+    make_sandbox: Callable[..., Sandbox], client: ClientKey
+) -> None:
+    # --xsd DMFA=...: the DMFA sets are checked against it, other codes are not
+    sandbox = make_sandbox(xsds={"DMFA": XSD}, notify_delay=0.0)
+    broken = SAMPLE.replace(b"<Hours>7.5", b"<Hours>many")
+    fi, _, go = names("00001")
+    dfi, _, dgo = names("00002", appl="DMFA")
+    with sftp_session(sandbox, client.key) as sftp:
+        send(sftp, "INTEST", [(fi[0], broken)], go)
+        send(sftp, "INTEST", [(dfi[0], broken)], dgo)
+        by_go = {r.text("Form/FileReference/FileName"): r
+                 for r in wait_replies(sandbox.root / "OUTTEST", "ACRF", count=2)}
+    assert by_go[go].text("Form/ReceptionResult/ResultCode") == "1"
+    assert by_go[dgo].text("Form/ReceptionResult/ResultCode") == "0"
+    assert by_go[dgo].text("Form/ReceptionResult/ErrorID") == ERR_XSD_INVALID == "ACRF-312"
 
 
 def test_parts_are_joined_in_order(
@@ -815,3 +878,13 @@ def test_reply_numbering_survives_a_restart_of_the_same_root(
         send(sftp, "INTEST", [(fi[0], SAMPLE)], go)
         (acrf,) = wait_replies(root / "OUTTEST", "ACRF")
     assert acrf.fo.name == f"FO.ACRF.999999.{TODAY}.00003.T"  # never 00001 again
+
+
+def test_xsd_option_per_application_code() -> None:
+    from flad.sandbox.command import _per_code
+
+    assert _per_code("DMFA=/etc/xsd/DmfAOriginal_20223.xsd") == (
+        "DMFA", "/etc/xsd/DmfAOriginal_20223.xsd")
+    assert _per_code("DIMN=Dimona_20231.xsd") == ("DIMN", "Dimona_20231.xsd")
+    assert _per_code("/srv/a=b/standin.xsd") is None  # a path with '=': every code
+    assert _per_code("standin-fla.xsd") is None

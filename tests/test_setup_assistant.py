@@ -566,6 +566,9 @@ def test_explain_prints_the_checklist_and_touches_nothing(
     assert "§3.1" in steps[0] and "Identifier son gestionnaire" in out
     assert "flad trust-host -c CONFIG NAME" in out and "flad run -c CONFIG --once" in out
     assert "no FS signature" in out and "3b" in out
+    # the FLA has ended; the channel carries the other applications
+    assert out.startswith("The Federal Learning Account (FLA) ended on 1 January 2026")
+    assert "DmfA" in out and "DIMONA" in out and 'profile = "dmfa"' in out
 
 
 def test_checklist_rejects_an_unknown_quality() -> None:

@@ -50,7 +50,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="certificate the FS files sent to IN must verify with")
     parser.add_argument("--notify-delay", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between a positive receipt and its notification (default 5)")
-    parser.add_argument("--xsd", help="also check the data against this XSD")
+    parser.add_argument("--xsd", action="append", metavar="[CODE=]XSD",
+                        help="also check the data against this XSD; CODE=XSD for the files "
+                        "of one application code only (e.g. DMFA=DmfAOriginal_20223.xsd, "
+                        "DIMN=Dimona_20231.xsd); repeat for several")
     parser.add_argument("--sender-id", metavar="N",
                         help="the only sender number accepted (default: any)")
     parser.add_argument("--ready-file", metavar="PATH",
@@ -107,7 +110,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 port=args.port,
                 username=args.username,
                 notify_delay=args.notify_delay,
-                xsd=args.xsd,
+                xsd=next((x for x in args.xsd or () if not _per_code(x)), None),
+                xsds=dict(pair for x in args.xsd or () if (pair := _per_code(x)) is not None),
                 sender_id=args.sender_id,
             )
         except SandboxError as exc:
@@ -143,3 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _per_code(value: str) -> tuple[str, str] | None:
+    """``DMFA=path`` -> ("DMFA", "path"); None for a plain path (every code)."""
+    code, sep, path = value.partition("=")
+    if sep and len(code) == 4 and code.isascii() and code.isalnum() and code.isupper():
+        return code, path
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -140,6 +140,7 @@ def start_sandbox(
     username: str | None = None,
     notify_delay: float = 5.0,
     xsd: StrPath | etree.XMLSchema | None = None,
+    xsds: Mapping[str, StrPath | etree.XMLSchema] | None = None,
     sender_id: str | int | None = None,
     poll_interval: float = 0.2,
     settle_seconds: float = 0.2,
@@ -152,6 +153,8 @@ def start_sandbox(
     ``client_cert``: the certificate(s) FS files sent to IN must verify with (a PEM or
     DER file, or certificates). ``port=0`` picks a free port (see ``Sandbox.port``).
     ``clock`` and ``reference`` fix the time and ReferenceNbr of replies for tests.
+    ``xsds`` gives the XSD per application code (``DMFA``...: the DmfA, DIMONA and
+    generic schemas each for its own files); ``xsd`` is for every other code.
     """
     root_path = Path(root)
     try:
@@ -175,6 +178,8 @@ def start_sandbox(
         client_certificates=_client_certificates(client_cert),
         sender_id=sender,
         schema=_schema(xsd),
+        schemas={code: schema for code, path in (xsds or {}).items()
+                 if (schema := _schema(path)) is not None},
         notify_delay=notify_delay,
         poll_interval=poll_interval,
         settle_seconds=settle_seconds,

@@ -48,13 +48,14 @@ from paramiko.sftp import (
     SFTP_PERMISSION_DENIED,
 )
 
+from flad.platform import REMOTE_IN, REMOTE_OUT
 from flad.sandbox.credentials import STATE_DIR_NAME
 
 __all__ = ["REMOTE_FOLDERS", "Jail", "SftpContext", "SftpListener"]
 
 log = logging.getLogger("flad.sandbox")
 
-REMOTE_FOLDERS = ("IN", "OUT", "INTEST", "OUTTEST")
+REMOTE_FOLDERS = tuple(sorted({*REMOTE_IN.values(), *REMOTE_OUT.values()}))
 _ACCEPT_POLL_SECONDS = 0.2
 _JOIN_SECONDS = 5.0
 

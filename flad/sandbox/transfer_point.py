@@ -1,7 +1,7 @@
 """The sandbox's transfer point: what the platform does when a GO (or a TD) lands in IN/INTEST.
 
-A thread looks at ``IN`` and ``INTEST`` every ``poll_interval`` seconds, and at once when
-a client closes or renames a GO/TD. A GO is taken once nobody holds it open for writing
+A thread looks at ``IN``, ``INTEST`` and ``INTEST-S`` every ``poll_interval`` seconds, and at
+once when a client closes or renames a GO/TD. A GO is taken once nobody holds it open for writing
 and it has been left alone for ``settle_seconds`` (so that the client's own check of the
 GO it just uploaded still finds it). For each GO the checks run in this order, and the
 first that fails gives a negative receipt (``ResultCode`` 0) with its ErrorID:
@@ -9,24 +9,37 @@ first that fails gives a negative receipt (``ResultCode`` 0) with its ErrorID:
 ==========  =========================================================================
 ErrorID     reason (the official code of annex 30 whose meaning is closest)
 ==========  =========================================================================
-ACRF-131    bad name: a name of the set breaks the grammar, the GO's environment
-            does not belong in the folder (IN takes R; INTEST takes T or S), a file
-            of another type or another number of parts carries the set's key
-ACRF-133    sequence already used: this sender, date, sequence and environment were
+ACRF-109..  a name breaks a rule the error list gives a code of its own: date not 8
+            digits (109), not a real date (110), later than today (111); sequence
+            not 5 characters (112), outside 0-9/A-Z (367), zero (127); environment
+            not R, T or S (117); part count not one digit (114) or zero (116)
+ACRF-107    bad name: any other break of the grammar, a file of another type or
+            another number of parts carrying the set's key
+ACRF-118    an R set outside IN; ACRF-119 a T set outside INTEST; ACRF-257 an S set
+            outside INTEST-S
+ACRF-133    same name sent before: this sender, date, sequence and environment were
             seen before (the platform never accepts a name twice)
-ACRF-103    wrong sender: the sender number is not the one given with --sender-id
+ACRF-108    wrong sender: the sender number is not the one given with --sender-id
 ACRF-120    missing part: an FI named by the GO (``FI.<set>.<parts>.<i>``) is absent
 ACRF-122    missing FS in production: a part sent to IN has no signature file
 ACRF-125    bad signature: an FS does not verify with the client's certificate
 ACRF-102    not well-formed: the data (parts joined in order) is not well-formed,
             or is refused as unsafe XML (DOCTYPE, encoding, size)
-ACRF-312    XSD invalid: the data does not follow the XSD given with --xsd
-==========  =========================================================================
 
 The receipt carries only the code, as the platform's does (the ACRF schema has no
 place for a text); the sandbox logs its reason. The codes are those of the platform's
 list of error codes (``ErrorCodes2022-1_30.xml``, annex 30), so a client that reads that
 list shows their official label.
+=======
+ACRF-312    XSD invalid: the data does not follow the XSD given with --xsd for its
+            application code (or for every code)
+==========  =========================================================================
+
+The receipt carries only the code, as the platform's does (the ACRF schema has no
+place for a text); the sandbox logs its reason. The codes and their meanings are those
+of the platform's list of error codes (``ErrorCodes2022-1_30.xml``, annex 30), so a
+client that reads that list shows their official label; which checks the real platform
+runs, and in which order, is in its manuals, not public here.
 
 A positive receipt (``ResultCode`` 1) is followed, ``notify_delay`` seconds later, by a
 NOTIFICATION with one form per declaration (see :mod:`flad.sandbox.replies`, which also
@@ -49,7 +62,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +71,7 @@ from cryptography import x509
 from lxml import etree
 
 from flad import naming, signing, xmlcheck
+from flad.platform import ENV_LETTER, ENVIRONMENTS, REMOTE_IN, REMOTE_OUT
 from flad.sandbox.replies import (
     Anomaly,
     AnswerOptions,
@@ -88,15 +102,29 @@ __all__ = [
 
 log = logging.getLogger("flad.sandbox")
 
-ERR_BAD_NAME = "ACRF-131"
+ERR_BAD_NAME = "ACRF-107"
 ERR_DUPLICATE = "ACRF-133"
-ERR_WRONG_SENDER = "ACRF-103"
+ERR_WRONG_SENDER = "ACRF-108"
 ERR_MISSING_PART = "ACRF-120"
 ERR_MISSING_FS = "ACRF-122"
 ERR_BAD_SIGNATURE = "ACRF-125"
 ERR_NOT_WELL_FORMED = "ACRF-102"
 ERR_XSD_INVALID = "ACRF-312"
+#: The code of a set whose environment does not belong in the folder it was put in.
+ERR_WRONG_FOLDER = {"R": "ACRF-118", "T": "ACRF-119", "S": "ACRF-257"}
 ERROR_IDS = {
+    "ACRF-109": "date not 8 digits",
+    "ACRF-110": "date not a real date",
+    "ACRF-111": "date later than today",
+    "ACRF-112": "sequence not 5 characters",
+    "ACRF-114": "part count not one digit",
+    "ACRF-116": "part count zero",
+    "ACRF-117": "environment not T, R or S",
+    "ACRF-127": "sequence zero",
+    "ACRF-367": "sequence outside 0-9, A-Z",
+    "ACRF-118": "R file outside IN",
+    "ACRF-119": "T file outside INTEST",
+    "ACRF-257": "S file outside INTEST-S",
     ERR_BAD_NAME: "bad name",
     ERR_DUPLICATE: "sequence already used",
     ERR_WRONG_SENDER: "wrong sender",
@@ -107,10 +135,10 @@ ERROR_IDS = {
     ERR_XSD_INVALID: "XSD invalid",
 }
 
-# Inbound folder -> (reply folder, environments it takes; the first is the default).
+# Inbound folder -> (reply folder, environments it takes; the first is the default):
+# IN/OUT for R, INTEST/OUTTEST for T, INTEST-S/OUTTEST-S for S.
 FOLDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "IN": ("OUT", ("R",)),
-    "INTEST": ("OUTTEST", ("T", "S")),
+    REMOTE_IN[env]: (REMOTE_OUT[env], (ENV_LETTER[env],)) for env in ENVIRONMENTS
 }
 _PRODUCTION_FOLDER = "IN"
 _MAX_NAMES_IN_REASON = 3
@@ -128,6 +156,9 @@ class TransferPointSettings:
     client_certificates: tuple[x509.Certificate, ...] = ()
     sender_id: str | None = None
     schema: etree.XMLSchema | None = None
+    """The XSD of every application code not in ``schemas``."""
+    schemas: Mapping[str, etree.XMLSchema] = field(default_factory=dict)
+    """The XSD per application code (``DMFA``, ``DIMN``...), as ``--xsd CODE=PATH`` gives."""
     notify_delay: float = 5.0
     poll_interval: float = 0.2
     settle_seconds: float = 0.2
@@ -422,14 +453,14 @@ class TransferPoint:
         # An unexpected error (not a refusal) leaves the files in place, for a look.
         try:
             try:
-                go = naming.parse(name)
+                go = naming.parse(name, today=self.settings.clock().date())
             except naming.InvalidName as exc:
-                raise _Refused(ERR_BAD_NAME, str(exc)) from None
+                raise _Refused(exc.code or ERR_BAD_NAME, str(exc)) from None
             members = self._members(self.root / folder_name, go.set_key)
             names += members
             if go.environment not in environments:
                 raise _Refused(
-                    ERR_BAD_NAME,
+                    ERR_WRONG_FOLDER[go.environment],
                     f"{name}: environment {go.environment} does not belong in {folder_name} "
                     f"(it takes {' or '.join(environments)})",
                 )
@@ -453,9 +484,9 @@ class TransferPoint:
         """Every check of one submission, in the documented order; raises _Refused."""
         for member in members:
             try:
-                parsed = naming.parse(member)
+                parsed = naming.parse(member, today=self.settings.clock().date())
             except naming.InvalidName as exc:
-                raise _Refused(ERR_BAD_NAME, str(exc)) from None
+                raise _Refused(exc.code or ERR_BAD_NAME, str(exc)) from None
             if parsed.type not in ("FI", "FS"):
                 raise _Refused(
                     ERR_BAD_NAME, f"{member}: a {parsed.type} file has no place in {folder_name}"
@@ -505,9 +536,11 @@ class TransferPoint:
             tree = xmlcheck.parse_hardened(data)
         except xmlcheck.XmlRejected as exc:
             raise _Refused(ERR_NOT_WELL_FORMED, str(exc)) from None
-        if self.settings.schema is not None:
+        schema = self.settings.schemas.get(go.application, self.settings.schema)
+        if schema is not None:
             try:
-                xmlcheck.check_document(data, schema=self.settings.schema, root_element=None)
+                xmlcheck.check_document(data, schema=schema, root_element=None,
+                                        employer_xpath=None, sender_xpath=None)
             except xmlcheck.XmlRejected as exc:
                 raise _Refused(ERR_XSD_INVALID, str(exc)) from None
         options = answer_options(tree)
