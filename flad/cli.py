@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StateLocked as exc:
         logs.get().error("state_folder_locked", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return EXIT_USAGE  # 2: this run did not start at all
     except (signing.SigningError, xmlcheck.XmlRejected, StartupError,
             RemoteIncompatible) as exc:
         logs.get().error("startup_failed", error=str(exc))

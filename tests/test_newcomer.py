@@ -247,3 +247,15 @@ def test_flad_replies_fails_and_names_the_path_when_a_set_cannot_be_delivered(
     (inst.inbox / "test").unlink()
     done = flad_process("replies", "-c", inst.config_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_flad_sandbox_finds_its_stand_in_schema_without_a_repository_path() -> None:
+    from flad.sandbox import command
+
+    standin = command._schema_path("standin")
+    assert standin is not None and Path(standin).is_file()
+    assert xmlcheck.load_schema(Path(standin)) is not None  # a schema, shipped with flad
+    assert command._schema_path("none") is None
+    assert command._schema_path("/etc/x.xsd") == "/etc/x.xsd"
+    assert command._per_code_schemas(["DMFA=/x/DmfA.xsd", "FLAX=standin", "standin"]) == {
+        "DMFA": "/x/DmfA.xsd", "FLAX": standin}

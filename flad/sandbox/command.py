@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,6 +36,11 @@ _DESCRIPTION = (
 )
 
 
+#: --xsd words: the stand-in FLA schema shipped with flad, and no schema at all
+STANDIN = "standin"
+NO_SCHEMA = "none"
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the sandbox's flags to ``parser`` (shared by the subcommand and ``main``)."""
     parser.add_argument("--root", required=True, metavar="DIR",
@@ -53,7 +59,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--xsd", action="append", metavar="[CODE=]XSD",
                         help="also check the data against this XSD; CODE=XSD for the files "
                         "of one application code only (e.g. DMFA=DmfAOriginal_20223.xsd, "
-                        "DIMN=Dimona_20231.xsd); repeat for several")
+                        "DIMN=Dimona_20231.xsd); repeat for several. 'standin' names the "
+                        "stand-in FLA schema shipped with flad, the default for every code "
+                        "without an XSD of its own; 'none' checks well-formedness only")
     parser.add_argument("--sender-id", metavar="N",
                         help="the only sender number accepted (default: any)")
     parser.add_argument("--ready-file", metavar="PATH",
@@ -110,8 +118,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 port=args.port,
                 username=args.username,
                 notify_delay=args.notify_delay,
-                xsd=next((x for x in args.xsd or () if not _per_code(x)), None),
-                xsds=dict(pair for x in args.xsd or () if (pair := _per_code(x)) is not None),
+                xsd=_schema_path(next((x for x in args.xsd or () if not _per_code(x)),
+                                      STANDIN)),
+                xsds=_per_code_schemas(args.xsd or ()),
                 sender_id=args.sender_id,
             )
         except SandboxError as exc:
@@ -145,8 +154,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cmd_sandbox(parser.parse_args(argv))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def _schema_path(value: str) -> str | None:
+    """A --xsd value as a path: 'standin' is the schema shipped with flad, 'none' none."""
+    if value == NO_SCHEMA:
+        return None
+    if value == STANDIN:
+        return str(resources.files("flad") / "data" / "standin-fla.xsd")
+    return value
+
+
+def _per_code_schemas(values: Sequence[str]) -> dict[str, str]:
+    schemas: dict[str, str] = {}
+    for value in values:
+        pair = _per_code(value)
+        if pair is not None and (path := _schema_path(pair[1])) is not None:
+            schemas[pair[0]] = path
+    return schemas
 
 
 def _per_code(value: str) -> tuple[str, str] | None:
@@ -155,3 +179,7 @@ def _per_code(value: str) -> tuple[str, str] | None:
     if sep and len(code) == 4 and code.isascii() and code.isalnum() and code.isupper():
         return code, path
     return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
