@@ -19,6 +19,8 @@ from typing import cast
 
 from lxml import etree
 
+from flad.xmlcheck import drop_complete
+
 _CHUNK = 1024 * 1024
 _HEADER = ("Identification", "FormCreationDate", "FormCreationHour")
 _DECLARANT_ORIGIN = "1"
@@ -97,7 +99,7 @@ def _forms(data: bytes) -> Iterator[SentForm]:
                     header[name] = (element.text or "").strip()
             if found >= MAX_FORMS:
                 return
-            _drop_complete(root)
+            drop_complete(root)
         parser.close()
     except etree.LxmlError:
         pass
@@ -110,15 +112,6 @@ def _sent(header: dict[str, str], declarant: str | None) -> SentForm | None:
         return None
     return SentForm(header["Identification"], header["FormCreationDate"],
                     header["FormCreationHour"], declarant)
-
-
-def _drop_complete(root: etree._Element | None) -> None:
-    """Free the elements already complete: all but the last child, along the open path."""
-    node = root
-    while node is not None and len(node):
-        if len(node) > 1:
-            del node[:-1]
-        node = node[-1]
 
 
 def _declarant(reference: etree._Element) -> str | None:

@@ -789,7 +789,7 @@ def _stream_check(data: bytes, root_at: int, schema: etree.XMLSchema | None,
                 return None
             if kept.root is None and offset >= _STREAM_CHUNK:  # no root in 2 MiB: not ours
                 return None
-            _drop_complete(kept.root)
+            drop_complete(kept.root)
         parser.close()
         if not kept.take(parser.read_events()):
             return None
@@ -924,7 +924,7 @@ def _split_check(data: bytes, root_at: int, schema: etree.XMLSchema, root_elemen
     return kept.result(etree.QName(root).localname)
 
 
-def _drop_complete(root: etree._Element | None) -> None:
+def drop_complete(root: etree._Element | None) -> None:
     """Free the elements already complete: all but the last child, along the open path."""
     node = root
     while node is not None and len(node):
