@@ -20,14 +20,17 @@ from typing import Any
 import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
+    CMD_DATA,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_INIT,
+    CMD_READ,
     CMD_STATUS,
     CMD_VERSION,
     CMD_WRITE,
     SFTPError,
+    int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -277,6 +280,20 @@ class Replies:
         if kind != CMD_HANDLE:
             raise SFTPError("expected a handle")
         return bytes(msg.get_binary())
+
+    def send_read(self, handle: bytes, offset: int, length: int) -> int:
+        """A read request (its offset is the protocol's 64-bit integer)."""
+        return self.send(CMD_READ, handle, int64(offset), int(length))
+
+    def wait_data(self, num: int) -> bytes:
+        """The data a read returned; b"" at the end of the file (the server's EOF status)."""
+        try:
+            kind, msg = self.wait(num)
+        except EOFError:  # paramiko's _convert_status: SSH_FX_EOF
+            return b""
+        if kind != CMD_DATA:
+            raise SFTPError("expected data")
+        return bytes(msg.get_string())
 
     def wait_size(self, num: int) -> int:
         kind, msg = self.wait(num)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from flad.remote.errors import TransportError
 from flad.remote.wire import PutSource
 
 
@@ -48,6 +49,16 @@ class Remote(Protocol):
 
     def get_file(self, remote: str, local: Path) -> int:
         """Download into `local` (replaced), synced, its size checked."""
+        ...
+
+    def get_files(self, items: Sequence[tuple[str, int, Path]]
+                  ) -> list[int | TransportError]:
+        """Download (remote, listed size, local path) together; per item its size or
+        the error that concerns it alone."""
+        ...
+
+    def remove_files(self, remotes: Sequence[str]) -> list[TransportError | None]:
+        """Remove together; per file None (absent counts as removed) or its error."""
         ...
 
     def remove(self, remote: str) -> None:

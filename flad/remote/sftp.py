@@ -40,8 +40,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_OPEN,
+    CMD_REMOVE,
     CMD_STAT,
     SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
     SFTPError,
@@ -518,6 +520,154 @@ class SftpChannel:
                     while len(in_flight) > most:
                         self._checked(replies, in_flight.popleft(), remote)
         return written
+
+    def get_files(self, items: Sequence[tuple[str, int, Path]]
+                  ) -> list[int | PermanentTransportError | TransportError]:
+        """Download many files together: (remote, expected size, local path) each.
+
+        Opens, reads and closes of many files are in flight at once (bounded in open
+        files, bytes and requests), so a batch of small replies costs a few round trips
+        instead of several per file. Each local file is written whole and synced. Per
+        item the result is its size, or the error that concerns it alone (not found,
+        permission, a size other than the one listed), so one bad file never fails the
+        others; a lost connection raises.
+        """
+        results: list[int | PermanentTransportError | TransportError] = []
+        for start in range(0, len(items), wire.MAX_OPEN_FILES):
+            results += self._get_window(items[start:start + wire.MAX_OPEN_FILES])
+        return results
+
+    def _get_window(self, items: Sequence[tuple[str, int, Path]]
+                    ) -> list[int | PermanentTransportError | TransportError]:
+        results: list[int | PermanentTransportError | TransportError] = [0] * len(items)
+        with self._lock:
+            sftp = self._client()
+            started = time.monotonic()
+            names = ", ".join(remote for remote, _, _ in items)
+            handles: dict[int, bytes] = {}
+            fds: dict[int, int] = {}
+            with Replies(sftp) as replies:
+                try:
+                    with self._remote("get", names):
+                        opens = [replies.send(CMD_OPEN, replies.path(remote), SFTP_FLAG_READ,
+                                              SFTPAttributes())
+                                 for remote, _, _ in items]
+                        for i, num in enumerate(opens):
+                            try:
+                                handles[i] = replies.wait_handle(num)
+                            except OSError as exc:  # this file only; the others go on
+                                if isinstance(exc, TimeoutError) or not self.is_connected:
+                                    raise
+                                mapped = self._map_error("get", items[i][0], exc)
+                                if not isinstance(mapped, TransportError):
+                                    raise mapped from exc
+                                results[i] = mapped
+                    for i in handles:
+                        fds[i] = os.open(items[i][2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                         | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                    received = self._read_all(replies, items, handles, fds)
+                    with self._remote("get", names):
+                        closes = [replies.send(CMD_CLOSE, handle) for handle in handles.values()]
+                        for num, i in zip(closes, handles, strict=True):
+                            self._checked(replies, num, items[i][0])
+                        handles.clear()
+                finally:
+                    if handles:
+                        with contextlib.suppress(Exception):  # the first error is the one
+                            for handle in handles.values():
+                                replies.send(CMD_CLOSE, handle)
+                            replies.flush()
+                    for fd in fds.values():
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+            for i, (remote, expected, local) in enumerate(items):
+                if isinstance(results[i], TransportError):
+                    continue
+                if received[i] != expected:
+                    results[i] = TransportError(
+                        f"get {remote} from {self._where}: received {received[i]} bytes, "
+                        f"the listing said {expected} (the file changed meanwhile)")
+                    continue
+                with open(local, "rb") as f:
+                    os.fsync(f.fileno())
+                results[i] = received[i]
+            self._log.info("sftp_get", files=len(items), first=items[0][0],
+                           bytes=sum(r for r in results if isinstance(r, int)),
+                           duration_ms=round((time.monotonic() - started) * 1000))
+            return results
+
+    def _read_all(self, replies: Replies, items: Sequence[tuple[str, int, Path]],
+                  handles: dict[int, bytes], fds: dict[int, int]) -> dict[int, int]:
+        """Every open file read up to its listed size, reads pipelined across files.
+
+        A server may answer a read with less than asked: the rest is asked again. One read
+        past the listed size must find the end: a file that grew since the listing is
+        read on, one that shrank stops early, and the caller compares the sizes.
+        """
+        received = dict.fromkeys(range(len(items)), 0)
+        wanted: deque[tuple[int, int, int]] = deque()  # (item, offset, length) to ask
+        for i in handles:
+            size = items[i][1]
+            for offset in range(0, size, wire.READ_DATA):
+                wanted.append((i, offset, min(wire.READ_DATA, size - offset)))
+            wanted.append((i, size, wire.READ_DATA))  # the end must be there: EOF
+        ended: set[int] = set()
+        in_flight: deque[tuple[int, int, int, int]] = deque()  # (num, item, offset, length)
+        flying = 0
+        names = ", ".join(items[i][0] for i in handles)
+        with self._remote("get", names):
+            while wanted or in_flight:
+                while wanted and (len(in_flight) < wire.MAX_READS_IN_FLIGHT
+                                  and flying < wire.READ_BYTES_IN_FLIGHT):
+                    i, offset, length = wanted.popleft()
+                    if i in ended:
+                        continue
+                    num = replies.send_read(handles[i], offset, length)
+                    in_flight.append((num, i, offset, length))
+                    flying += length
+                num, i, offset, length = in_flight.popleft()
+                flying -= length
+                try:
+                    data = replies.wait_data(num)
+                except OSError as exc:
+                    if isinstance(exc, TimeoutError) or not self.is_connected:
+                        raise
+                    raise self._map_error("get", items[i][0], exc) from None
+                if not data:
+                    ended.add(i)
+                    continue
+                os.pwrite(fds[i], data, offset)  # a local write error is not remote
+                received[i] += len(data)
+                if len(data) < length:  # a short answer: ask for the rest
+                    wanted.appendleft((i, offset + len(data), length - len(data)))
+        return received
+
+    def remove_files(self, remotes: Sequence[str]) -> list[TransportError | None]:
+        """Remove many files together; per file None, or the error that concerns it.
+
+        A file already absent is not an error. A lost connection raises.
+        """
+        if not remotes:
+            return []
+        with self._lock:
+            sftp = self._client()
+            results: list[TransportError | None] = [None] * len(remotes)
+            with Replies(sftp) as replies, self._remote("remove", ", ".join(remotes)):
+                nums = [replies.send(CMD_REMOVE, replies.path(remote)) for remote in remotes]
+                for i, num in enumerate(nums):
+                    try:
+                        replies.wait(num)
+                    except OSError as exc:
+                        if isinstance(exc, TimeoutError) or not self.is_connected:
+                            raise
+                        mapped = self._map_error("remove", remotes[i], exc)
+                        if isinstance(mapped, RemoteNotFound):
+                            continue
+                        if not isinstance(mapped, TransportError):
+                            raise mapped from exc
+                        results[i] = mapped
+            self._log.info("sftp_removed", files=len(remotes), first=remotes[0])
+            return results
 
     def size(self, remote: str) -> int | None:
         """The size of a remote file, or None when it does not exist."""

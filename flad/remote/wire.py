@@ -100,3 +100,13 @@ def send_view(channel: paramiko.Channel, data: bytes | memoryview) -> None:
         if sent <= 0:
             raise EOFError("the SFTP channel closed during a write")
         view = view[sent:]
+
+
+#: Data per read request: one SSH packet's worth, the size every server answers whole.
+READ_DATA = 2**15
+#: Unacknowledged read data across a batch of downloads, and how many files are open
+#: at once: enough to keep a long link busy, bounded whatever the number of replies.
+READ_BYTES_IN_FLIGHT = 1024 * 1024
+MAX_READS_IN_FLIGHT = 64
+MAX_OPEN_FILES = 32
+
