@@ -50,3 +50,4 @@ demo: venv
 BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/wan.py $(WAN_ARGS)

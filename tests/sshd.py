@@ -220,13 +220,14 @@ class SshServer:
         with self.authorized_keys_path.open("a") as f:
             f.write(pubkey_line.strip() + "\n")
 
-    def known_hosts_line(self) -> str:
-        return f"[{self.host}]:{self.port} {self.host_public_key_line}"
+    def known_hosts_line(self, port: int | None = None) -> str:
+        return f"[{self.host}]:{port or self.port} {self.host_public_key_line}"
 
-    def write_known_hosts(self, path: Path) -> Path:
-        """Write a known_hosts file trusting this server (replaces the file)."""
+    def write_known_hosts(self, path: Path, port: int | None = None) -> Path:
+        """Write a known_hosts file trusting this server (replaces the file); `port` when
+        it is reached through a proxy on another port."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.known_hosts_line() + "\n")
+        path.write_text(self.known_hosts_line(port) + "\n")
         return path
 
     def replace_host_key(self) -> None:
