@@ -271,6 +271,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
 def cmd_trust_host(args: argparse.Namespace) -> int:
     from flad import remote
     from flad.daemon import sftp_settings
+    from flad.remote.knownhosts import known_keys
 
     config = _config(args.config)
     channel = config.channel(args.channel)
@@ -281,8 +282,10 @@ def cmd_trust_host(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     s = channel.sftp
     try:
+        trusted = known_keys(s.known_hosts, s.host, s.port).trusted
         key = remote.fetch_host_key(s.host, s.port, s.connect_timeout,
-                                    sftp_settings(channel).proxy)
+                                    sftp_settings(channel).proxy,
+                                    sorted({k.get_name() for k in trusted}) or None)
     except remote.TransportError as exc:
         print(f"flad trust-host: {exc}", file=sys.stderr)
         return EXIT_PROBLEM

@@ -281,3 +281,32 @@ def test_a_removal_cut_after_the_go_is_finished_at_the_next_poll(tmp_path: Path,
     other = put_set(sshd, "ACRF", 3, acrf("GO.Z"), go=False)  # not delivered: left alone
     assert poll(inst) == 0
     assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(other)
+
+
+def test_trust_host_never_adds_a_second_key_type_in_silence(tmp_path: Path) -> None:
+    """The server once showed an RSA key where an Ed25519 one was trusted: trust-host
+    added it beside the first without a word."""
+    from flad.remote import HostKeyMismatch, add_known_host, fetch_host_key
+
+    known_hosts = tmp_path / "known_hosts"
+    with SshServer(host_key_type="rsa") as rsa_server:
+        rsa_key = fetch_host_key(rsa_server.host, rsa_server.port, timeout=5)
+        port = rsa_server.port
+    with SshServer() as ed_server:
+        ed_key = fetch_host_key(ed_server.host, ed_server.port, timeout=5)
+    add_known_host(known_hosts, "127.0.0.1", port, ed_key)
+    with pytest.raises(HostKeyMismatch) as caught:
+        add_known_host(known_hosts, "127.0.0.1", port, rsa_key)
+    assert "already trusts ssh-ed25519" in str(caught.value)
+    assert "showed a ssh-rsa key" in str(caught.value) and "ssh-keygen -R" in str(caught.value)
+    assert len(known_hosts.read_text().splitlines()) == 1
+
+
+def test_trust_host_asks_only_for_the_key_types_it_trusts(tmp_path: Path) -> None:
+    from flad.remote import HostKeyMismatch, fetch_host_key
+
+    with SshServer() as server:  # an Ed25519 host key only
+        assert fetch_host_key(server.host, server.port, timeout=5,
+                              known_types=["ssh-ed25519"]).get_name() == "ssh-ed25519"
+        with pytest.raises(HostKeyMismatch, match="offers none of the host key types"):
+            fetch_host_key(server.host, server.port, timeout=5, known_types=["ssh-rsa"])

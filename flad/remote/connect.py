@@ -132,9 +132,14 @@ def start_transport(
 
 
 def fetch_host_key(host: str, port: int, timeout: float = 15.0,
-                   proxy: ProxySettings | None = None) -> paramiko.PKey:
-    """Connect, read the server's host key, close. Authenticates nothing (`trust-host`)."""
-    transport = start_transport(host, port, timeout, proxy=proxy)
+                   proxy: ProxySettings | None = None,
+                   known_types: list[str] | None = None) -> paramiko.PKey:
+    """Connect, read the server's host key, close. Authenticates nothing (`trust-host`).
+
+    With `known_types` (the key types known_hosts already trusts for the server), only
+    those are asked for, as a connection does: the key shown is the one flad would get.
+    """
+    transport = start_transport(host, port, timeout, proxy=proxy, host_key_types=known_types)
     try:
         return transport.get_remote_server_key()
     finally:

@@ -109,8 +109,8 @@ def add_known_host(known_hosts: Path, host: str, port: int, key: paramiko.PKey) 
     """Trust `key` for `host:port`: append `[host]:port type base64` to known_hosts.
 
     Creates the file (0644) and its folder. Does nothing when the same key is already
-    trusted. Refuses (HostKeyMismatch) when known_hosts trusts another key of the same
-    type for that host: the old line must be removed on purpose first.
+    trusted. Refuses (HostKeyMismatch) when known_hosts trusts another key for that host,
+    of the same type or not: the old line must be removed on purpose first.
     """
     known = known_keys(known_hosts, host, port)
     name = known_hosts_name(host, port)
@@ -123,6 +123,16 @@ def add_known_host(known_hosts: Path, host: str, port: int, key: paramiko.PKey) 
                 f"{name} ({fingerprint(old)}); remove it first "
                 f"(ssh-keygen -R '{name}' -f {known_hosts}) to trust {fingerprint(key)}"
             )
+    if known.trusted:
+        # a key of a new type beside the trusted one would widen what flad accepts
+        # without a word: the person asked to check one fingerprint, not two
+        trusted = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in known.trusted)
+        raise HostKeyMismatch(
+            f"known_hosts {known_hosts} already trusts {trusted} for {name}; the server "
+            f"showed a {key.get_name()} key ({fingerprint(key)}) instead. flad asks only "
+            "for the key types it trusts, so this one is not needed; to trust it anyway, "
+            f"remove the old line first (ssh-keygen -R '{name}' -f {known_hosts})"
+        )
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     with os.fdopen(fd, "ab") as f:
