@@ -13,7 +13,19 @@ from typing import Any, TextIO
 
 import structlog
 
+from flad.printable import printable
+
 _REDACT = ("passphrase", "password", "secret", "private_key_data")
+
+
+def _printable(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """On a terminal, a hostile name never writes an escape sequence or a fake line.
+
+    (JSON lines escape such characters by themselves.)"""
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":  # flad's own traceback
+            event[key] = printable(value)
+    return event
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -60,6 +72,7 @@ def configure(log_format: str = "auto", level: str = "info",
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
+            *(() if use_json else (_printable,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

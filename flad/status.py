@@ -14,6 +14,7 @@ from flad import durable, journal
 from flad.config import Config
 from flad.journal import ChannelState, Journal, Submission
 from flad.outbox import Claimer, DropFolder
+from flad.printable import printable
 from flad.replyparse import RESULT_MEANINGS
 
 ALL_STATES = journal.STATES
@@ -86,7 +87,7 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
     for s in subs:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # one row per line, whatever a name holds
 
 
 def anomaly_line(anomaly: dict[str, Any]) -> str:
@@ -195,7 +196,7 @@ def render_unmatched(replies: Sequence[dict[str, Any]], inbox_of: dict[str, Path
             lines.append("    names no submission of flad (a reply of its own kind)")
     lines.append(f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} without a "
                  "submission")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def resend(config: Config, db: Journal, sub_id: int) -> str:

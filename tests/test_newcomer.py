@@ -3,6 +3,7 @@ with an exit status that says it failed."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -310,3 +311,25 @@ def test_trust_host_asks_only_for_the_key_types_it_trusts(tmp_path: Path) -> Non
                               known_types=["ssh-ed25519"]).get_name() == "ssh-ed25519"
         with pytest.raises(HostKeyMismatch, match="offers none of the host key types"):
             fetch_host_key(server.host, server.port, timeout=5, known_types=["ssh-rsa"])
+
+
+def test_hostile_names_never_reach_the_terminal_raw(tmp_path: Path, sshd: SshServer,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    inst = make_install(tmp_path, sshd)
+    evil = "a\n99  acme  test  !! SENT  fake.xml\x1b]0;owned\x07\u202egpj.xml"
+    inst.drop(evil, sample(1))
+    inst.drop("plain.xml", sample(2))
+    assert inst.run_once() == 0
+    _, out, _ = flad(capsys, "status", "-c", inst.config_path)
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b]0;owned\\x07" in out and "\\u202e" in out and "a\\n99" in out, [out]
+    rows = [line for line in out.splitlines() if line[:1].isdigit() and " acme " in line]
+    assert len(rows) == 2  # no fake row
+
+    from flad import logs
+
+    stream = io.StringIO()
+    logs.configure("console", "info", stream=stream)
+    logs.get().warning("file_rejected", drop_name=evil)
+    line = stream.getvalue()
+    assert line.count("\n") == 1 and "\x1b" not in line and "\\x1b]0;owned" in line
