@@ -207,8 +207,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status.as_json(subs), indent=2))
     else:
-        print(status.render(subs, channels))
+        print(status.render(subs, channels, certificate_notices(config)))
     return EXIT_OK
+
+
+def certificate_notices(config: config_mod.Config) -> list[str]:
+    """The header lines of `flad status`: certificates near or past their end."""
+    from flad import certlife
+    from flad.daemon import load_signer
+
+    lifetimes = certlife.of_config(config, load_signer)
+    return [f"{level.upper()}: {life.text()}"
+            for level, life in certlife.notices(lifetimes, config.daemon.cert_warn_days)]
 
 
 def cmd_resend(args: argparse.Namespace) -> int:

@@ -138,6 +138,8 @@ class DaemonConfig:
     auth_retry_minutes: float
     #: the platform's list of error codes as downloaded from the portal (labels only)
     error_codes: Path | None = None
+    #: days before a certificate's end from which flad warns (an error in the last week)
+    cert_warn_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     p = "daemon."
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
-                          "auth_retry_minutes", "error_codes"})
+                          "auth_retry_minutes", "error_codes", "cert_warn_days"})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -339,6 +341,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         max_backoff_seconds=r.positive(t, p, "max_backoff_seconds", 300.0),
         auth_retry_minutes=r.positive(t, p, "auth_retry_minutes", 30.0),
         error_codes=_error_codes(r, t, p),
+        cert_warn_days=int(r.positive(t, p, "cert_warn_days", 30)),
     )
 
 

@@ -54,8 +54,9 @@ def _short(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def render(subs: Sequence[Submission], channels: Sequence[ChannelState]) -> str:
-    lines = []
+def render(subs: Sequence[Submission], channels: Sequence[ChannelState],
+           notices: Sequence[str] = ()) -> str:
+    lines = list(notices)  # certificates near their end, first
     for ch in channels:
         if ch.state != "connected":
             when = f", next attempt {_short(ch.next_attempt)}" if ch.next_attempt else ""

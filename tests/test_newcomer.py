@@ -333,3 +333,29 @@ def test_hostile_names_never_reach_the_terminal_raw(tmp_path: Path, sshd: SshSer
     logs.get().warning("file_rejected", drop_name=evil)
     line = stream.getvalue()
     assert line.count("\n") == 1 and "\x1b" not in line and "\\x1b]0;owned" in line
+
+
+@pytest.mark.parametrize(("days", "level"), [(5, "ERROR"), (20, "WARNING"), (90, None)])
+def test_status_heads_with_certificates_near_their_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], days: int,
+        level: str | None) -> None:
+    import datetime as dt
+
+    from tests.certs import issue_cert, make_ca, write_signer
+
+    ca = make_ca()
+    cert = issue_cert(ca, "acme signer", not_after=dt.datetime.now(dt.UTC)
+                      + dt.timedelta(days=days, hours=1))
+    signer = write_signer(tmp_path / "signer", cert, chain=[ca.certificate])
+    ch = employer_channel(tmp_path, signing={"certificate": signer.cert_path,
+                                             "private_key": signer.key_path})
+    config = write_config(tmp_path, ch)
+    (tmp_path / "state").mkdir()
+    journal.Journal(tmp_path / "state" / "journal.sqlite3").close()
+    _, out, _ = flad(capsys, "status", "-c", config)
+    first = out.splitlines()[0]
+    if level is None:
+        assert "certificate" not in out
+    else:
+        assert first.startswith(f"{level}: channel acme: the signing certificate")
+        assert f"in {days} day(s): renew it" in first
