@@ -18,8 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from flad import checkup, config, identity, keyfiles
+from flad import config, identity, keyfiles
 from flad import setup_assistant as sa
+from flad.cli import checkup
 from tests import certs, configs
 
 COMPANY = configs.VALID_COMPANY

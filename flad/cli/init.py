@@ -1,0 +1,7 @@
+"""`flad init`: set up one channel (see flad.setup_assistant)."""
+
+from __future__ import annotations
+
+from flad.setup_assistant import add_parser
+
+__all__ = ["add_parser"]
