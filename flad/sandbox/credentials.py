@@ -187,7 +187,7 @@ def load_or_create_reply_signer(root: Path) -> tuple[signing.Signer, Path]:
         cert = _new_reply_certificate(key)
         durable.write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     try:
-        signer = signing.load_signer_pem(cert_path, key_path)
+        signer = signing.load_signer(cert_path, key_path, None)
     except signing.SigningError as exc:
         raise SandboxKeyError(f"cannot load the sandbox reply signer: {exc}") from None
     published = root / PUBLISHED_CERT_NAME
