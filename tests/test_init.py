@@ -401,6 +401,21 @@ def test_relative_paths_are_taken_from_the_working_folder(
     assert cfg.channels[0].sftp.private_key == tmp_path / "k" / "acme-employer_rsa"
 
 
+def test_paths_with_quotes_and_backslashes_are_written_as_toml_quotes_them(
+        tmp_path: Path, signer: certs.SignerFiles) -> None:
+    """tomlkit quotes the values; the block keeps its comments and loads as it was meant."""
+    odd = tmp_path / 'drop "here" \\ there é'
+    code, _, err = run(request(tmp_path, signer, outbox=odd / "outbox", inbox=odd / "inbox"))
+    assert code == 0, err
+    path = tmp_path / "etc" / "flad.toml"
+    channel = config.load(path).channels[0]
+    assert (channel.outbox, channel.inbox) == (odd / "outbox", odd / "inbox")
+    text = path.read_text(encoding="utf-8")
+    assert "# drops go to <outbox>/<test|production>/<app>/" in text
+    assert "[channel.sftp]" in text and "# the server takes RSA keys" in text
+    assert errors_of(path) == []
+
+
 def test_default_paths_and_host_flags(tmp_path: Path, signer: certs.SignerFiles) -> None:
     req = request(tmp_path, signer, outbox=None, inbox=None, host="127.0.0.1", port=2222,
                   name=None)
