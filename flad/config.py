@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flad import identity, keyfiles, naming, profiles
+from flad import identity, keyfiles, naming, profiles, secrets
 from flad import proxy_address as proxy_mod
 from flad.platform import ENVIRONMENTS
 from flad.xmlcheck import (
@@ -264,36 +264,44 @@ class _Reader:
                          f"give {file_key} or {credential_key}, not both")
             return None
         if credential is not None:
-            directory = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                self.problem(f"{prefix}{credential_key}",
-                             f"credential {credential!r} asked for but $CREDENTIALS_DIRECTORY "
-                             "is not set (LoadCredential= in the systemd unit provides it)")
+            try:
+                file_path = secrets.credential_path(credential)
+            except secrets.SecretError as exc:
+                self.problem(f"{prefix}{credential_key}", str(exc))
                 return None
-            if "/" in credential or credential in ("", ".", ".."):
-                self.problem(f"{prefix}{credential_key}", "must be a plain credential name")
-                return None
-            file_path = Path(directory) / credential
         if file_path is None:
             return None
         key = f"{prefix}{file_key}" if credential is None else f"{prefix}{credential_key}"
         self.private_file(key, file_path, what, owner=credential is None)
         try:
-            return file_path.read_bytes().rstrip(b"\r\n")
-        except OSError:
-            return None
+            return secrets.read_secret_file(file_path, what)
+        except secrets.SecretError:
+            return None  # private_file has already named the problem
 
 
 def load(path: str | os.PathLike[str]) -> Config:
     """Load and check a configuration; raises ConfigError with every problem found."""
     config_path = Path(path).absolute()
-    reader = _Reader(config_path)
     try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        text = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{config_path}: the configuration file does not exist"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{config_path}: cannot be read: {exc}"]) from None
+    return loads(text, config_path)
+
+
+def loads(text: str, path: str | os.PathLike[str]) -> Config:
+    """Check configuration `text` as if it were the file `path`: relative paths are
+    taken from `path`'s folder and every problem names `path`.
+
+    `flad init` proves a configuration it is about to write this way, before the file
+    changes, so nothing has to be rolled back. ConfigError holds every problem found.
+    """
+    config_path = Path(path).absolute()
+    reader = _Reader(config_path)
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{config_path}: not valid TOML: {exc}"]) from None
 

@@ -83,11 +83,8 @@ def load_signer(channel: ChannelConfig) -> signing.Signer | None:
     sc = channel.signing
     if sc is None:
         return None
-    if sc.pkcs12 is not None:
-        return signing.load_signer_pkcs12(sc.pkcs12, sc.passphrase, sc.passphrase_source)
-    assert sc.certificate is not None and sc.private_key is not None
-    return signing.load_signer_pem(sc.certificate, sc.private_key, sc.passphrase,
-                                   sc.passphrase_source)
+    return signing.load_signer(sc.certificate, sc.private_key, sc.pkcs12, sc.passphrase,
+                               sc.passphrase_source)
 
 
 def batches(subs: Sequence[journal.Submission]) -> Iterator[list[journal.Submission]]:

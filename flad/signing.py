@@ -47,6 +47,7 @@ __all__ = [
     "describe_certificate",
     "encode_fs",
     "load_certificates",
+    "load_signer",
     "load_signer_pem",
     "load_signer_pkcs12",
     "loose_private_files",
@@ -290,6 +291,22 @@ def load_signer_pkcs12(p12_path: StrPath, passphrase: bytes | None = None,
     if not candidates:
         raise SigningError(f"PKCS#12 file {shown} holds no certificate")
     raise SigningError(f"the private key in PKCS#12 file {shown} matches none of its certificates")
+
+
+def load_signer(certificate: StrPath | None, private_key: StrPath | None,
+                pkcs12_path: StrPath | None, passphrase: bytes | None = None,
+                passphrase_source: str | None = None) -> Signer:
+    """The signer from one PKCS#12 file, or else from a PEM certificate and its key.
+
+    The one place that chooses between the two forms: the service (`[channel.signing]`),
+    `flad sign` and `flad init` all come here, so they accept the same files.
+    """
+    if pkcs12_path is not None:
+        return load_signer_pkcs12(pkcs12_path, passphrase, passphrase_source)
+    if certificate is None or private_key is None:
+        raise SigningError("a signer needs a certificate and its private key, "
+                           "or one PKCS#12 file")
+    return load_signer_pem(certificate, private_key, passphrase, passphrase_source)
 
 
 # --------------------------------------------------------------------------- signing

@@ -270,3 +270,20 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     ch["outbox"] = "acme/outbox"
     cfg = config.load(configs.write(tmp_path, [ch]))
     assert cfg.channels[0].outbox == tmp_path / "acme" / "outbox"
+
+
+# --------------------------------------------------------------------------- loads
+
+
+def test_loads_checks_text_as_if_it_were_the_file(tmp_path: Path) -> None:
+    """`flad init` proves the text it is about to write; the verdict is load's own."""
+    path = configs.write(tmp_path, [configs.channel(tmp_path)])
+    text = path.read_text(encoding="utf-8")
+    assert config.loads(text, path) == config.load(path)
+    elsewhere = tmp_path / "not-written.toml"
+    with pytest.raises(config.ConfigError) as info:
+        config.loads(text + "\n[surprise]\n", elsewhere)
+    assert info.value.problems == [f"{elsewhere}: surprise: unknown key"]
+    assert not elsewhere.exists()
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.loads("[daemon", elsewhere)

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from flad import checkup, config, keyfiles
-from flad.cli import main
+from flad import config, keyfiles
+from flad.cli import checkup, main
 from tests import certs, configs
 
 NOBODY_UID = 4_242_424  # no account has it: its name is its number

@@ -364,7 +364,7 @@ def test_every_declaration_example_is_covered() -> None:
 
 
 def test_flad_check_says_which_schema_each_profile_expects(tmp_path: Path) -> None:
-    from flad import checkup
+    from flad.cli import checkup
     ch = configs.channel(tmp_path, application=[app("dmfa"), app("generic")],
                          noss_number=decl.NOSS_TEST)
     findings = checkup.check_all(configs.write(tmp_path, [ch]), offline=True)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from flad import durable, signing
+from flad.remote.knownhosts import fingerprint
 
 __all__ = [
     "HOST_KEY_NAME",
@@ -92,7 +93,7 @@ def load_or_create_host_key(root: Path) -> paramiko.Ed25519Key:
 def describe_host_key(key: paramiko.PKey) -> str:
     """The key as ``ssh-keygen -l`` prints it: ``256 SHA256:... flad-sandbox (ED25519)``."""
     kind = key.get_name().removeprefix("ssh-").split("-")[0].upper()
-    return f"{key.get_bits()} {key.fingerprint} flad-sandbox ({kind})"
+    return f"{key.get_bits()} {fingerprint(key)} flad-sandbox ({kind})"
 
 
 def load_authorized_keys(source: str | os.PathLike[str] | Sequence[str]) -> list[paramiko.PKey]:
@@ -186,7 +187,7 @@ def load_or_create_reply_signer(root: Path) -> tuple[signing.Signer, Path]:
         cert = _new_reply_certificate(key)
         durable.write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     try:
-        signer = signing.load_signer_pem(cert_path, key_path)
+        signer = signing.load_signer(cert_path, key_path, None)
     except signing.SigningError as exc:
         raise SandboxKeyError(f"cannot load the sandbox reply signer: {exc}") from None
     published = root / PUBLISHED_CERT_NAME

@@ -20,6 +20,7 @@ from cryptography import x509
 from lxml import etree
 
 from flad import durable, naming, signing, xmlcheck
+from flad.remote.knownhosts import fingerprint
 from flad.sandbox import credentials
 from flad.sandbox.replies import new_reference
 from flad.sandbox.sftp_server import (
@@ -61,7 +62,7 @@ class Sandbox:
     @property
     def host_key_fingerprint(self) -> str:
         """``SHA256:...``, as ``ssh-keygen -l`` and OpenSSH clients show it."""
-        return self.host_key.fingerprint
+        return fingerprint(self.host_key)
 
     @property
     def ready_line(self) -> str:

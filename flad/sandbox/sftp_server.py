@@ -49,6 +49,7 @@ from paramiko.sftp import (
 )
 
 from flad.platform import REMOTE_IN, REMOTE_OUT
+from flad.remote.knownhosts import fingerprint
 from flad.sandbox.credentials import STATE_DIR_NAME
 
 __all__ = ["REMOTE_FOLDERS", "Jail", "SftpContext", "SftpListener"]
@@ -386,9 +387,9 @@ class _SshServer(paramiko.ServerInterface):
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         wanted = self.context.username
         if (wanted is None or username == wanted) and key.asbytes() in self.context.authorized:
-            log.info("sandbox login %r from %s with %s", username, self.peer, key.fingerprint)
+            log.info("sandbox login %r from %s with %s", username, self.peer, fingerprint(key))
             return AUTH_SUCCESSFUL
-        log.info("sandbox login refused for %r from %s (%s)", username, self.peer, key.fingerprint)
+        log.info("sandbox login refused for %r from %s (%s)", username, self.peer, fingerprint(key))
         return AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:

@@ -18,8 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from flad import checkup, config, identity, keyfiles
-from flad import setup_assistant as sa
+from flad import config, identity, keyfiles
+from flad import init as sa
+from flad.cli import checkup
+from flad.cli import init as init_command
 from tests import certs, configs
 
 COMPANY = configs.VALID_COMPANY
@@ -53,10 +55,10 @@ def errors_of(path: Path) -> list[checkup.Finding]:
 
 
 def cli(argv: list[str]) -> int:
-    """The parser end to end, as cli.py wires it: one add_parser call on the subparsers."""
+    """The parser end to end, as flad.cli wires it: one add_parser call on the subparsers."""
     parser = argparse.ArgumentParser(prog="flad")
     sub = parser.add_subparsers(dest="command", required=True)
-    sa.add_parser(sub)
+    init_command.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -399,6 +401,21 @@ def test_relative_paths_are_taken_from_the_working_folder(
     assert cfg.channels[0].sftp.private_key == tmp_path / "k" / "acme-employer_rsa"
 
 
+def test_paths_with_quotes_and_backslashes_are_written_as_toml_quotes_them(
+        tmp_path: Path, signer: certs.SignerFiles) -> None:
+    """tomlkit quotes the values; the block keeps its comments and loads as it was meant."""
+    odd = tmp_path / 'drop "here" \\ there é'
+    code, _, err = run(request(tmp_path, signer, outbox=odd / "outbox", inbox=odd / "inbox"))
+    assert code == 0, err
+    path = tmp_path / "etc" / "flad.toml"
+    channel = config.load(path).channels[0]
+    assert (channel.outbox, channel.inbox) == (odd / "outbox", odd / "inbox")
+    text = path.read_text(encoding="utf-8")
+    assert "# drops go to <outbox>/<test|production>/<app>/" in text
+    assert "[channel.sftp]" in text and "# the server takes RSA keys" in text
+    assert errors_of(path) == []
+
+
 def test_default_paths_and_host_flags(tmp_path: Path, signer: certs.SignerFiles) -> None:
     req = request(tmp_path, signer, outbox=None, inbox=None, host="127.0.0.1", port=2222,
                   name=None)
@@ -439,7 +456,7 @@ def test_on_a_terminal_the_missing_answers_are_asked(tmp_path: Path,
     """Issue 19 point 10: an answer of the wrong shape is asked again at once, instead of
     ending the run after every question (a key without passphrase is not asked for one)."""
     parser = argparse.ArgumentParser()
-    sa.add_parser(parser.add_subparsers())
+    init_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml")])
     answers = iter(["teacher", "training_provider", "0123.456.749", "", str(signer.cert_path),
                     str(signer.key_path), "64OO", "6400", "EXP_TP", "flax", "FLAX"])
@@ -470,7 +487,7 @@ def test_on_a_terminal_a_blank_or_wrong_passphrase_is_asked_again(
     wrong = certs.write_private(tmp_path / "wrong.pass", b"wrong words\n")
     right = certs.write_private(tmp_path / "right.pass", b"right words\n")
     parser = argparse.ArgumentParser()
-    sa.add_parser(parser.add_subparsers())
+    init_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml"), "--quality",
                               "employer", "--company", COMPANY, "--name", "acme",
                               "--certificate", str(files.cert_path),
@@ -501,7 +518,7 @@ def test_on_a_terminal_a_certificate_that_does_not_open_is_asked_again(
         tmp_path: Path, signer: certs.SignerFiles, capsys: pytest.CaptureFixture[str]) -> None:
     other = certs.write_test_signer(tmp_path / "other")
     parser = argparse.ArgumentParser()
-    sa.add_parser(parser.add_subparsers())
+    init_command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["init", "-c", str(tmp_path / "flad.toml"), "--quality",
                               "employer", "--company", COMPANY, "--name", "acme"])
     answers = iter([str(signer.cert_path), str(other.key_path), str(signer.cert_path),
@@ -529,7 +546,7 @@ def test_the_step_6_hint_repeats_the_answers_given(tmp_path: Path,
 
 def _parsed(command: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    sa.add_parser(parser.add_subparsers())
+    init_command.add_parser(parser.add_subparsers())
     argv = shlex.split(command)[1:]
     argv = [a if a not in ("N", "U", "CODE") else {"N": "6400", "U": "EXP", "CODE": "FLAX"}[a]
             for a in argv]
