@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flad import __version__, checkup, logs, setup_assistant, signing, status, xmlcheck
 from flad import config as config_mod
-from flad.journal import Journal
+from flad.journal import Journal, JournalTooNew
 from flad.sandbox import command as sandbox_command
 from flad.statelock import StateLock, StateLocked
 
@@ -435,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except JournalTooNew as exc:  # any command: the journal is a newer flad's
+        logs.get().error("journal_too_new", error=str(exc))
+        print(f"flad: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # `flad status | head`
         sys.stderr.close()
         return EXIT_OK
