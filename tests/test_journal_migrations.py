@@ -481,3 +481,50 @@ def test_every_command_refuses_a_journal_newer_than_this_flad(
         _, err = capsys.readouterr()
         assert f"flad: the journal {path} is at schema version {schema.LATEST + 1}" in err
         assert f"this flad knows versions up to {schema.LATEST}" in err
+
+
+def _asks(db: Journal, sub_id: int, target: journal.State) -> None:
+    """Ask the journal, through its public method, to move `sub_id` to `target`."""
+    if target is journal.RECEIVED:
+        db.requeue(sub_id, "/spool/again.xml", force=True)
+    elif target is journal.REJECTED:
+        db.mark_rejected(sub_id, "refused", "/rejected/a.xml")
+    elif target is journal.PREPARED:
+        db.prepare(sub_id, sender=SENDER, file_date=DATE, environment_letter="T",
+                   application_code="FLAX", signed=False)
+    elif target is journal.UPLOADING:
+        db.mark_uploading(sub_id, "go")
+    elif target is journal.SENT:
+        db.mark_sent(sub_id)
+    elif target is journal.FAILED:
+        if not db.mark_failed(sub_id, "broken"):
+            raise TransitionError(sub_id, None, target)  # its way of saying no
+    elif target in (journal.ACKNOWLEDGED, journal.REFUSED):
+        db.record_receipt(sub_id, accepted=target is journal.ACKNOWLEDGED, errors=[],
+                          reference=None, receipt_name="FO.A", type_form="FA", detail=None)
+    else:
+        db.record_notification(sub_id, result=1, blocking=0, other=0, anomalies=[],
+                               noti_name="FO.N")
+
+
+@pytest.mark.parametrize("target", list(journal.State))
+@pytest.mark.parametrize("current", list(journal.State))
+def test_every_move_follows_the_table(db: Journal, current: journal.State,
+                                      target: journal.State) -> None:
+    """Each pair of states, through the method that asks for the move: done exactly
+    when the table lists it. Replies never raise (the poller must go on): where the
+    table says no, their verdict is recorded and the state stays."""
+    sub_id = _received(db)
+    raw = sqlite3.connect(db.path)
+    with raw:
+        raw.execute("UPDATE submission SET state = ? WHERE id = ?", (current, sub_id))
+    raw.close()
+    legal = target in states.TRANSITIONS[current]
+    replies = target in (journal.ACKNOWLEDGED, journal.REFUSED, journal.NOTIFIED)
+    if legal or replies:
+        _asks(db, sub_id, target)
+    else:
+        with pytest.raises(TransitionError):
+            _asks(db, sub_id, target)
+    sub = db.get(sub_id)
+    assert sub is not None and sub.state == (target if legal else current)
