@@ -475,7 +475,7 @@ def test_every_command_refuses_a_journal_newer_than_this_flad(
     raw.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
     raw.commit()
     raw.close()
-    for command in (["status"], ["resend", "1"]):
+    for command in (["status"], ["resend", "1"], ["run", "--once", "--max-wait", "1"]):
         capsys.readouterr()
         assert main([*command, "-c", str(config)]) == 2
         _, err = capsys.readouterr()
