@@ -268,7 +268,7 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
     db = Journal(path)
     try:
         # the journal's own connection (synchronous is a per-connection setting)
-        conn = db._db
+        conn = db.connections.writer
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000

@@ -280,7 +280,7 @@ def test_mark_uploading_many_one_wrong_state_changes_nothing(db: Journal) -> Non
 # -- reads on their own connection -----------------------------------------------------
 
 def test_reads_use_a_second_connection(db: Journal) -> None:
-    assert db._reader is not db._db
+    assert db.connections.reader is not db.connections.writer
 
 
 def test_every_write_is_visible_to_the_next_read(db: Journal) -> None:
@@ -311,7 +311,7 @@ def test_reads_are_not_held_up_by_a_write_in_progress(db: Journal) -> None:
     release = threading.Event()
 
     def hold() -> None:
-        with db._tx() as conn:
+        with db.connections.tx() as conn:
             conn.execute("UPDATE submission SET state = 'failed' WHERE id = ?", (sub_id,))
             in_tx.set()
             release.wait(10)

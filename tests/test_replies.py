@@ -429,6 +429,7 @@ def test_a_journal_of_the_previous_version_still_opens(tmp_path: Path) -> None:
         old.execute(f"ALTER TABLE submission DROP COLUMN {column}")
     old.execute("DROP TABLE reply")
     old.execute("DROP TABLE sent_form")
+    old.execute("PRAGMA user_version = 0")  # what the previous version's journals say
     old.commit()
     old.close()
     readonly = Journal(path, readonly=True)  # `flad status` beside an older service

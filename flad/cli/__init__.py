@@ -25,6 +25,7 @@ from flad.cli import (
     verify_signature,
 )
 from flad.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
+from flad.journal import JournalTooNew
 from flad.sandbox import command as sandbox_command
 
 __all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "build_parser", "main"]
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except JournalTooNew as exc:  # any command: the journal is a newer flad's
+        logs.get().error("journal_too_new", error=str(exc))
+        print(f"flad: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # `flad status | head`
         sys.stderr.close()
         return EXIT_OK

@@ -1,0 +1,71 @@
+"""The journal's two SQLite connections and the rules they are opened with.
+
+The writer runs in WAL mode with full sync, so a state change is on disk when its
+transaction returns; its transactions are short and `BEGIN IMMEDIATE`, so two writers
+(the service and `flad resend`) queue on SQLite's lock instead of failing half-way.
+Reads go through a second connection: with WAL they never wait for a writer's commit
+(and its sync), so checks and `flad status` run beside uploads. A read-only journal
+(`flad status` while the service runs) has the one connection, opened `mode=ro`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: How long a statement waits for another connection's lock before it fails.
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Connections:
+    """One journal file's writer and reader; safe to share between threads of one process."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        if readonly:
+            self.writer = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
+                                          check_same_thread=False, isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                          isolation_level=None)
+            self.writer.execute("PRAGMA journal_mode=WAL")
+            self.writer.execute("PRAGMA synchronous=FULL")
+        self.writer.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self.writer.row_factory = sqlite3.Row
+        self.reader = self.writer
+        if not readonly:
+            self.reader = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                          isolation_level=None)
+            self.reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self.reader.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        with self._lock, self._read_lock:
+            if self.reader is not self.writer:
+                self.reader.close()
+            self.writer.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The read connection, for one or a few SELECTs (no transaction is held)."""
+        with self._read_lock:
+            yield self.reader
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back on any error."""
+        with self._lock:
+            self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.writer
+            except BaseException:
+                self.writer.execute("ROLLBACK")
+                raise
+            self.writer.execute("COMMIT")
