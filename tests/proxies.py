@@ -68,13 +68,15 @@ class Proxy:
 class TinyProxy(Proxy):
     """HTTP CONNECT through Debian's tinyproxy, allowed to reach `connect_port` only."""
 
-    def __init__(self, folder: Path, connect_port: int) -> None:
+    def __init__(self, folder: Path, connect_port: int,
+                 basic_auth: tuple[str, str] | None = None) -> None:
         port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "tinyproxy.conf"
+        auth = f"BasicAuth {basic_auth[0]} {basic_auth[1]}\n" if basic_auth else ""
         conf.write_text(
             f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\n"
-            f"ConnectPort {connect_port}\nLogLevel Info\n"
+            f"ConnectPort {connect_port}\nLogLevel Info\n{auth}"
             f"LogFile \"{folder / 'tinyproxy.log'}\"\nMaxClients 20\n")
         self.process = subprocess.Popen([need("tinyproxy"), "-d", "-c", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from flad import config as config_mod
 from flad import journal
 from flad.remote import PermanentTransportError, ProxySettings, SftpChannel, TransportError
+from flad.remote.proxy import open_through
 from tests import configs
 from tests.harness import sample
 from tests.proxies import MicroSocks, StallingProxy, TinyProxy, free_port
@@ -135,3 +138,39 @@ def test_a_file_goes_to_its_receipt_through_a_proxy(tmp_path: Path, kind: str) -
             proxy.stop()  # the proxy is the only way: without it, nothing connects
             done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "2")
             assert "proxy" in done.stdout + done.stderr
+
+
+def test_http_connect_keeps_what_the_server_says_right_after_the_answer() -> None:
+    """SSH servers speak first: the banner may come in the proxy's answer's segment."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def proxy() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while not request.endswith(b"\r\n\r\n"):
+                request += conn.recv(1)
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-banner\r\n")
+            conn.recv(10)
+
+    thread = threading.Thread(target=proxy, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    sock = open_through(ProxySettings(url), "sftp.example", 8022, timeout=5)
+    with sock:
+        got = b""
+        while not got.endswith(b"\r\n"):
+            got += sock.recv(100)
+        assert got == b"SSH-2.0-banner\r\n"
+    thread.join(5)
+    listener.close()
+
+
+def test_http_connect_with_basic_credentials(sshd: SshServer, tmp_path: Path) -> None:
+    with TinyProxy(tmp_path / "tinyproxy", sshd.port, basic_auth=("flad", "s3cret")) as proxy:
+        with through(sshd, tmp_path, ProxySettings(proxy.url, b"flad:s3cret")) as channel:
+            assert channel.size("IN/nothing") is None
+        channel = through(sshd, tmp_path, ProxySettings(proxy.url, b"flad:wrong"))
+        with pytest.raises(PermanentTransportError, match="refused flad's credentials"):
+            channel.connect()
+        channel.close()
