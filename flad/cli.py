@@ -226,10 +226,10 @@ def cmd_resend(args: argparse.Namespace) -> int:
 
 
 def cmd_replies(args: argparse.Namespace) -> int:
-    from flad.daemon import sftp_settings
+    from flad.channel.replies import ReplyPoller
+    from flad.channel.settings import sftp_settings
     from flad.journal import Journal as Db
     from flad.remote import SftpChannel, TransportError
-    from flad.replies import ReplyPoller
 
     config = _config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
@@ -270,7 +270,7 @@ def cmd_replies(args: argparse.Namespace) -> int:
 
 def cmd_trust_host(args: argparse.Namespace) -> int:
     from flad import remote
-    from flad.daemon import sftp_settings
+    from flad.channel.settings import sftp_settings
 
     config = _config(args.config)
     channel = config.channel(args.channel)
