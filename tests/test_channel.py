@@ -4,6 +4,8 @@ journal-first refusal of entries that are not regular files."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,3 +166,12 @@ def test_a_special_entry_is_journaled_first_and_moved_once_it_can_be(
     states = sorted((s.id, s.state) for s in inst.submissions())
     assert states == [(sub.id, journal.REJECTED), (sub.id + 1, journal.SENT)]
     assert (blocked / "link.xml").is_symlink()
+
+
+def test_the_file_checker_imports_neither_the_transport_nor_the_journal() -> None:
+    """`flad check` uses it: checking a file's content must not pull in the channel."""
+    code = ("import sys, flad.filecheck; print(sorted(m for m in sys.modules "
+            "if m.startswith(('flad.remote', 'flad.journal', 'flad.channel', 'paramiko'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]"
