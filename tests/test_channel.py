@@ -3,6 +3,7 @@ journal-first refusal of entries that are not regular files."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,26 @@ def test_the_file_checker_imports_neither_the_transport_nor_the_journal() -> Non
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_received_row_naming_a_pipe_is_refused_without_opening_it(
+        tmp_path: Path, sshd: SshServer) -> None:
+    """What a crash between the two journal writes of a special entry's refusal leaves."""
+    inst = make_install(tmp_path, sshd)
+    folder = inst.outbox / "test" / "fla"
+    folder.mkdir(parents=True)
+    pipe = tmp_path / "elsewhere" / "pipe.xml"
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)  # opening it for reading would block the check
+    db = inst.journal()
+    try:
+        sub_id = db.add_received(channel="acme", application="fla", environment="test",
+                                 drop_name="pipe.xml", spool_path=str(pipe), sha256="",
+                                 size=0)
+    finally:
+        db.close()
+    assert inst.run_once(max_wait=3) == 0
+    (sub,) = inst.submissions()
+    assert sub.id == sub_id and sub.state == journal.REJECTED
+    assert "not a regular file" in (sub.error or "")
+    assert inst.remote() == []

@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import os
 import shlex
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -142,13 +143,23 @@ class Stages:
                 for f in forms])
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
+        """The spooled bytes, never through a link nor from anything but a regular file.
+
+        A row left `received` by a crash inside the claimer's refusal of a link or a
+        pipe names that entry in the outbox: it is refused here, never opened (a pipe
+        opened for reading would block the check for ever).
+        """
         path = Path(sub.spool_path)
         try:
-            size = path.stat().st_size
-            if size > app.max_file_bytes:
-                raise Rejected(f"file is {size} bytes, larger than the limit of "
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                raise Rejected(f"{sub.drop_name!r} is not a regular file: flad only sends "
+                               "files that are written into the outbox, and never follows "
+                               "links")
+            if st.st_size > app.max_file_bytes:
+                raise Rejected(f"file is {st.st_size} bytes, larger than the limit of "
                                f"{app.max_file_bytes} bytes")
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as f:
                 return f.read()
         except PermissionError:
