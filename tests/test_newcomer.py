@@ -18,7 +18,7 @@ from flad.daemon import Service
 from tests import configs
 from tests.certs import write_test_signer
 from tests.harness import make_install, sample
-from tests.replysets import acrf, put_set
+from tests.replysets import acrf, poll, put_set
 from tests.sandboxed import sandboxed_install
 from tests.sshd import SshServer
 from tests.test_cli import employer_channel, flad, flad_process, write_config
@@ -259,3 +259,25 @@ def test_flad_sandbox_finds_its_stand_in_schema_without_a_repository_path() -> N
     assert command._schema_path("/etc/x.xsd") == "/etc/x.xsd"
     assert command._per_code_schemas(["DMFA=/x/DmfA.xsd", "FLAX=standin", "standin"]) == {
         "DMFA": "/x/DmfA.xsd", "FLAX": standin}
+
+
+def test_a_removal_cut_after_the_go_is_finished_at_the_next_poll(tmp_path: Path,
+                                                                 sshd: SshServer) -> None:
+    """A kill between removing a delivered set's GO and its data left FO and FS on the
+    server for ever (seen once in the random-kill suite)."""
+    inst = make_install(tmp_path, sshd)
+    names = put_set(sshd, "ACRF", 1, acrf("GO.X"))
+    assert poll(inst) == 1
+    assert os.listdir(sshd.root / "OUTTEST") == []
+    names = put_set(sshd, "ACRF", 2, acrf("GO.Y"), go=False)  # as the cut removal left it
+    set_key = ".".join(names[0].split(".")[1:])
+    db = journal.Journal(tmp_path / "state" / "journal.sqlite3")
+    try:
+        db.record_reply_set("acme", "OUTTEST", set_key, names, "delivered")
+    finally:
+        db.close()
+    assert poll(inst) == 0
+    assert os.listdir(sshd.root / "OUTTEST") == []
+    other = put_set(sshd, "ACRF", 3, acrf("GO.Z"), go=False)  # not delivered: left alone
+    assert poll(inst) == 0
+    assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(other)

@@ -110,6 +110,9 @@ class ReplyPoller:
             sets[parsed.set_key][name] = parsed
         complete = {k: v for k, v in sets.items()
                     if any(p.type == "GO" for p in v.values())}
+        if self.channel.remove_after_download:
+            self._finish_removals({k: v for k, v in sets.items() if k not in complete},
+                                  folder)
         # receipts first: a notification is tied to its submission through the receipt
         order = sorted(complete, key=lambda k: (k.split(".")[0] != "ACRF", k))
         count = 0
@@ -228,6 +231,19 @@ class ReplyPoller:
             except signing.SignatureInvalid as exc:
                 return f"{name}: {exc}"
         return None
+
+    def _finish_removals(self, partial: dict[str, dict[str, naming.FileName]],
+                         folder: str) -> None:
+        """Sets without a GO that were delivered: a crash cut their removal after the GO.
+
+        The GO goes first so that a half-removed set is never taken again; what is left
+        of it is removed here, or it would stay on the server for ever.
+        """
+        for set_key, files in partial.items():
+            if self.journal.reply_set_state(self.channel.name, folder, set_key) == "delivered":
+                self.log.info("reply_removal_resumed", folder=folder, set_key=set_key,
+                              files=sorted(files))
+                self._remove(folder, set_key, files)
 
     def _remove(self, folder: str, set_key: str, files: dict[str, naming.FileName]) -> None:
         # the GO goes first: a half-removed set is never seen as complete again
