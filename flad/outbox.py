@@ -21,7 +21,6 @@ import struct
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +36,12 @@ try:  # full events tell a file renamed in from elsewhere apart from a new file
 except ImportError:  # pragma: no cover - not Linux
     _INOTIFY = None
 
-from flad import durable, faults, logs
+from flad import durable, faults, logs, spool
 from flad.config import ChannelConfig, Config
 from flad.journal import Journal, Received
 from flad.platform import ENVIRONMENTS
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
-#: Sub-folders of an outbox that flad writes itself and never watches.
-OWN_FOLDERS = ("rejected", "sent")
 _READ_CHUNK = 1024 * 1024
 #: Files at least this big are hashed by the check, beside its parse (on another
 #: core), not here: the claim is on the way from the drop to the upload.
@@ -84,14 +81,6 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
-def rejected_folder(channel: ChannelConfig, environment: str, application: str) -> Path:
-    return channel.outbox / "rejected" / environment / application
-
-
-def sent_folder(channel: ChannelConfig, environment: str) -> Path:
-    return channel.outbox / "sent" / environment
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symbolic link"
@@ -112,13 +101,13 @@ class Claimer:
     def __init__(self, config: Config, journal: Journal) -> None:
         self.config = config
         self.journal = journal
-        self.spool = config.daemon.state_dir / "spool"
         self.log = logs.get("flad.outbox")
         #: files left in the outbox because they could not be taken (`--once` fails)
         self.failures = 0
 
     def spool_dir(self, folder: DropFolder) -> Path:
-        return self.spool / folder.channel / folder.environment / folder.application
+        return spool.spool_dir(self.config.daemon.state_dir, folder.channel,
+                               folder.environment, folder.application)
 
     def claim(self, folder: DropFolder, path: Path) -> Claimed | None:
         """Take one entry; None when it vanished or cannot be moved (left in place)."""
@@ -168,7 +157,7 @@ class Claimer:
             self._refuse_special(folder, path, st.st_mode, log)
             return None
         spool_dir.mkdir(parents=True, exist_ok=True)
-        target = spool_dir / f"{uuid.uuid4().hex[:12]}_{path.name}"
+        target = spool.spool_file(spool_dir, path.name)
         try:
             durable.move(path, target, sync_folders=False)  # synced once for the batch
         except FileNotFoundError:
@@ -194,7 +183,7 @@ class Claimer:
         rows: list[Received] = []
         contents: list[bytes | None] = []
         for target in targets:
-            drop_name = target.name.split("_", 1)[1] if "_" in target.name else target.name
+            drop_name = spool.drop_name(target)
             try:
                 digest, size, data = _read_and_hash(target, max_bytes)
             except OSError as exc:
@@ -218,33 +207,18 @@ class Claimer:
         assert channel is not None
         return channel
 
-    def _refuse_special(self, folder: DropFolder, path: Path, mode: int,
-                        log: Any) -> Claimed | None:
-        kind = _kind(mode)
-        reason = (f"{path.name!r} is {kind}, not a regular file: flad only sends files "
-                  "that are written into the outbox, and never follows links")
-        target_dir = rejected_folder(self._channel(folder), folder.environment,
-                                     folder.application)
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = durable.free_name(target_dir, path.name, uuid.uuid4().hex[:8])
+    def _refuse_special(self, folder: DropFolder, path: Path, mode: int, log: Any) -> None:
+        """An entry that is not a regular file goes to rejected/ unopened (journal first)."""
+        reason = (f"{path.name!r} is {_kind(mode)}, not a regular file: flad only sends "
+                  "files that are written into the outbox, and never follows links")
         try:
-            os.rename(path, target)  # a rename never opens or follows the entry
+            spool.reject_entry(self.journal, self._channel(folder), folder.environment,
+                               folder.application, path, reason)
         except FileNotFoundError:
-            return None
+            log.info("file_vanished")
         except OSError as exc:
             self.failures += 1
-            log.warning("claim_failed", path=str(path), rejected=str(target),
-                        error=exc.strerror, reason=reason)
-            return None
-        durable.write_file(target.with_name(target.name + ".reason.txt"),
-                           (reason + "\n").encode())
-        sub_id = self.journal.add_received(
-            channel=folder.channel, application=folder.application,
-            environment=folder.environment, drop_name=path.name, spool_path=str(target),
-            sha256="", size=0)
-        self.journal.mark_rejected(sub_id, reason, str(target))
-        log.warning("file_rejected", submission=sub_id, reason=reason)
-        return None
+            log.warning("claim_failed", path=str(path), error=exc.strerror, reason=reason)
 
     def recover(self, folders: Iterable[DropFolder]) -> int:
         """Journal spooled files that a crash left between the move and the journal."""

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 import shlex
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flad import durable, journal
+from flad import journal, spool
 from flad.config import Config
 from flad.journal import ChannelState, Journal, Submission
-from flad.outbox import Claimer, DropFolder
 from flad.printable import printable
 from flad.replyparse import RESULT_MEANINGS
 
@@ -214,14 +212,7 @@ def resend(config: Config, db: Journal, sub_id: int) -> str:
     source = Path(sub.rejected_path or sub.spool_path)
     if not source.is_file() or source.is_symlink():
         raise ValueError(f"the file of submission {sub_id} is no longer at {source}")
-    folder = DropFolder(sub.channel, sub.environment, sub.application,
-                        channel.outbox / sub.environment / sub.application)
-    spool_dir = Claimer(config, db).spool_dir(folder)
-    target = spool_dir / f"{uuid.uuid4().hex[:12]}_{sub.drop_name}"
-    if source != target:
-        durable.move(source, target)
-        reason_file = source.with_name(source.name + ".reason.txt")
-        reason_file.unlink(missing_ok=True)
+    target = spool.take_back(config.daemon.state_dir, sub)
     db.requeue(sub_id, str(target), force=True)
     return (f"submission {sub_id} ({sub.drop_name}) is queued again; the running service "
             f"sends it, or run: flad run -c {shlex.quote(str(config.path))} --once")

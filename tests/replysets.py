@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from flad.channel.replies import ReplyPoller
+from flad.channel.settings import sftp_settings
 from flad.config import load
-from flad.daemon import sftp_settings
 from flad.journal import Journal
 from flad.remote import SftpChannel
-from flad.replies import ReplyPoller
 from tests.harness import Install
 from tests.sshd import SshServer
 

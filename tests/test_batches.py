@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from flad import journal, naming, signing
-from flad.daemon import BATCH_FILES
+from flad.channel.worker import BATCH_FILES
 from flad.journal import Submission
 from flad.outbox import BIG_FILE_BYTES
 from flad.remote import RemotePermissionDenied, SftpChannel, SftpSettings, TransportError

@@ -152,7 +152,7 @@ def test_an_employer_channel_reads_as_english(tmp_path: Path) -> None:
 
 
 def test_a_wrong_ssh_key_passphrase_names_the_passphrase_file(tmp_path: Path) -> None:
-    from flad.daemon import sftp_settings
+    from flad.channel.settings import sftp_settings
     from flad.remote import PrivateKeyError, SftpChannel
 
     key = tmp_path / "id_ed25519"

@@ -16,8 +16,8 @@ from lxml import etree
 from flad import config as config_mod
 from flad import identity, profiles, xmlcheck
 from flad.cli import main
+from flad.filecheck import FileChecker, Rejected
 from flad.identity import EmployerRef, FormIdentity, check_forms, parse_mandate_numbers
-from flad.pipeline import FileChecker, Rejected
 from tests import configs
 from tests import declarations as decl
 

@@ -68,7 +68,7 @@ def test_downloads_from_the_sandbox_server(tmp_path: Path, count: int) -> None:
         for i, data in enumerate(datas):
             (sandbox.root / "OUTTEST" / f"r{i}").write_bytes(data)
         from flad import config as config_mod
-        from flad.daemon import sftp_settings
+        from flad.channel.settings import sftp_settings
 
         channel = SftpChannel(sftp_settings(config_mod.load(inst.config_path).channels[0]))
         with channel:

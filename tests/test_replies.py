@@ -15,12 +15,12 @@ import pytest
 import structlog.testing
 
 from flad import journal, signing
+from flad.channel.replies import ReplyPoller
+from flad.channel.settings import sftp_settings
 from flad.cli import main
 from flad.config import load
-from flad.daemon import sftp_settings
 from flad.journal import Journal
 from flad.remote import SftpChannel
-from flad.replies import ReplyPoller
 from tests.certs import write_test_signer
 from tests.harness import Install, make_install, sample
 from tests.replysets import (

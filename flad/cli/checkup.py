@@ -15,10 +15,10 @@ from pathlib import Path
 
 from flad import config as config_mod
 from flad import identity, signing, strays, xmlcheck
+from flad.channel.replies import load_error_labels
 from flad.config import ChannelConfig, Config
-from flad.pipeline import FileChecker, Rejected
+from flad.filecheck import FileChecker, Rejected
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_IN, REMOTE_OUT
-from flad.replies import load_error_labels
 
 
 class UsageError(Exception):
@@ -193,7 +193,7 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
     out += [Finding("warning", f"{subject} outbox", stray.line())
             for stray in strays.find_for(ch)]
     if ch.signing is not None:
-        from flad.daemon import load_signer
+        from flad.channel.settings import load_signer
 
         try:
             signer = load_signer(ch)
@@ -237,7 +237,7 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
 
 
 def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
-    from flad.daemon import sftp_settings
+    from flad.channel.settings import sftp_settings
     from flad.remote import SftpChannel, TransportError
 
     subject = f"channel {ch.name} sftp"

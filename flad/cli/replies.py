@@ -12,10 +12,10 @@ from flad.statelock import StateLock, StateLocked
 
 
 def run(args: argparse.Namespace) -> int:
-    from flad.daemon import sftp_settings
+    from flad.channel.replies import ReplyPoller
+    from flad.channel.settings import sftp_settings
     from flad.journal import Journal
     from flad.remote import SftpChannel, TransportError
-    from flad.replies import ReplyPoller
 
     config = load_config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)

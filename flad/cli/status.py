@@ -74,7 +74,7 @@ def add_parser(sub: Subparsers) -> None:
 def certificate_notices(config: Config) -> list[str]:
     """The header lines of `flad status`: certificates near or past their end."""
     from flad import certlife
-    from flad.daemon import load_signer
+    from flad.channel.settings import load_signer
 
     lifetimes = certlife.of_config(config, load_signer)
     return [f"{level.upper()}: {life.text()}"

@@ -14,7 +14,7 @@ from flad.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Subparsers, load_
 
 def run(args: argparse.Namespace) -> int:
     from flad import remote
-    from flad.daemon import sftp_settings
+    from flad.channel.settings import sftp_settings
     from flad.remote.knownhosts import known_keys
 
     config = load_config(args.config)
