@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from flad import config as config_mod
 from flad import journal, strays, xmlcheck
@@ -359,3 +360,36 @@ def test_status_heads_with_certificates_near_their_end(
     else:
         assert first.startswith(f"{level}: channel acme: the signing certificate")
         assert f"in {days} day(s): renew it" in first
+
+
+def test_a_reply_another_client_took_skips_its_set_only(tmp_path: Path,
+                                                        sshd: SshServer) -> None:
+    """Issue 16: a remote 'not found' while downloading (another process took the set)
+    used to fail the whole channel; it skips that set for this poll."""
+    from flad.channel.replies import ReplyPoller
+    from flad.channel.settings import sftp_settings
+    from flad.remote import SftpChannel
+
+    inst = make_install(tmp_path, sshd)
+    taken = put_set(sshd, "ACRF", 1, acrf("GO.A"))
+    kept = put_set(sshd, "ACRF", 2, acrf("GO.B"))
+
+    class Racing(SftpChannel):
+        def listdir(self, remote_dir: str) -> list[tuple[str, int]]:
+            listing = super().listdir(remote_dir)
+            for name in taken:  # the other client takes the set right after the listing
+                (sshd.root / "OUTTEST" / name).unlink(missing_ok=True)
+            return listing
+
+    cfg = config_mod.load(inst.config_path)
+    db = journal.Journal(cfg.daemon.state_dir / "journal.sqlite3")
+    transport = Racing(sftp_settings(cfg.channels[0]))
+    try:
+        with structlog.testing.capture_logs() as logged:
+            assert ReplyPoller(cfg.channels[0], db, transport).poll() == 1
+    finally:
+        transport.close()
+        db.close()
+    assert any(e["event"] == "reply_vanished" for e in logged)
+    assert sorted(os.listdir(inst.inbox / "test")) == sorted(kept)
+    assert os.listdir(sshd.root / "OUTTEST") == []

@@ -26,11 +26,14 @@ from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
 from flad.config import ChannelConfig
 from flad.journal import Journal, SentFormRow, Submission
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
-from flad.remote import Remote, RemoteNotFound
+from flad.remote import Remote, RemoteNotFound, TransportError
 from flad.replyparse import Reply, ReplyForm
 
 DATA_TYPES = ("FO", "CO")
 INCOMING = ".incoming"
+#: Reply sets fetched, delivered and removed together: enough to fill a long link's
+#: round trips, few enough that the first set is delivered early.
+SETS_TOGETHER = 32
 #: which result of several forms speaks for a submission: the one a person must see first
 _RESULT_PRIORITY = (0, 4, 2, 3, 1)
 
@@ -116,9 +119,24 @@ class ReplyPoller:
         # receipts first: a notification is tied to its submission through the receipt
         order = sorted(complete, key=lambda k: (k.split(".")[0] != "ACRF", k))
         count = 0
-        for set_key in order:
+        for start in range(0, len(order), SETS_TOGETHER):
+            count += self._poll_sets(environment, folder, order[start:start + SETS_TOGETHER],
+                                     complete, listing)
+        return count
+
+    def _poll_sets(self, environment: str, folder: str, keys: list[str],
+                   complete: dict[str, dict[str, naming.FileName]],
+                   listing: dict[str, int]) -> int:
+        """A slice of the listing's sets: downloaded together, delivered one by one in
+        order, then removed together (every GO before any data file)."""
+        states = {k: self.journal.reply_set_state(self.channel.name, folder, k) for k in keys}
+        fetched = self._fetch_together(folder, [k for k in keys if states[k] is None],
+                                       complete, listing)
+        count = 0
+        delivered: list[str] = []
+        for set_key in keys:
             files = complete[set_key]
-            state = self.journal.reply_set_state(self.channel.name, folder, set_key)
+            state = states[set_key]
             if state == "removed":
                 # Listed again before the removal became visible, or a new set under a
                 # name seen before (a sandbox restarted with a fresh root numbers its
@@ -132,13 +150,81 @@ class ReplyPoller:
                              "left on the server and not delivered again. If it is a new "
                              "reply under a reused name, fetch it by hand")
                 continue
+            if state is None and set_key not in fetched:
+                continue  # its download failed and said why: tried again next poll
             if state != "delivered":  # absent, or `delivering` when a crash interrupted it
                 if not self._deliver(environment, folder, set_key, files, listing):
                     continue
                 count += 1
-            if self.channel.remove_after_download:
-                self._remove(folder, set_key, files)
+            delivered.append(set_key)
+        if self.channel.remove_after_download:
+            self._remove_together(folder, {k: complete[k] for k in delivered})
         return count
+
+    def _fetch_together(self, folder: str, keys: list[str],
+                        complete: dict[str, dict[str, naming.FileName]],
+                        listing: dict[str, int]) -> set[str]:
+        """Download the files of new sets in one pipelined batch into their staging
+        folders; the sets whose every file arrived whole. A file gone from the server
+        (another client took it) or changed meanwhile skips its set for this poll only."""
+        items: list[tuple[str, int, Path]] = []
+        owner: list[str] = []
+        try:
+            for set_key in keys:
+                staging = self._staging(folder, set_key)
+                if staging.exists():
+                    shutil.rmtree(staging)  # a download a crash interrupted
+                staging.mkdir(parents=True)
+                for name in sorted(complete[set_key]):
+                    items.append((f"{folder}/{name}", listing[name], staging / name))
+                    owner.append(set_key)
+            results = self.transport.get_files(items) if items else []
+        except OSError as exc:  # local (a full disk, an unwritable inbox): nothing removed
+            for set_key in keys:
+                shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
+            self.failures += len(keys)
+            self.log.error("reply_delivery_failed", folder=folder, sets=len(keys),
+                           path=str(exc.filename or self.channel.inbox / INCOMING),
+                           error=exc.strerror or str(exc),
+                           hint="nothing is removed from the server; tried again next poll")
+            return set()
+        failed: dict[str, str] = {}
+        for (remote, _, _), set_key, result in zip(items, owner, results, strict=True):
+            if isinstance(result, TransportError) and set_key not in failed:
+                failed[set_key] = str(result)
+                event = ("reply_vanished" if isinstance(result, RemoteNotFound)
+                         else "reply_download_failed")
+                self.log.warning(event, folder=folder, set_key=set_key, file=remote,
+                                 error=str(result), hint="skipped for this poll")
+            faults.point("during_reply_download")
+        for set_key in failed:
+            shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
+        return set(keys) - set(failed)
+
+    def _staging(self, folder: str, set_key: str) -> Path:
+        return self.channel.inbox / INCOMING / f"{folder}.{set_key}"
+
+    def _remove_together(self, folder: str,
+                         sets: dict[str, dict[str, naming.FileName]]) -> None:
+        """Remove delivered sets in one pipelined batch: every GO first, so that a set
+        half removed by a crash is never seen as complete again."""
+        if not sets:
+            return
+        names = [(k, n) for k, files in sets.items() for n in files if files[n].type == "GO"]
+        names += [(k, n) for k, files in sets.items() for n in sorted(files)
+                  if files[n].type != "GO"]
+        results = self.transport.remove_files([f"{folder}/{n}" for _, n in names])
+        failed = {k for (k, _), result in zip(names, results, strict=True)
+                  if result is not None}
+        for (set_key, name), result in zip(names, results, strict=True):
+            if result is not None:
+                self.log.warning("reply_remove_failed", folder=folder, set_key=set_key,
+                                 file=name, error=str(result),
+                                 hint="delivered; its removal is tried again next poll")
+        for set_key in sets:
+            if set_key not in failed:
+                self.journal.record_reply_removed(self.channel.name, folder, set_key)
+                self.log.info("reply_removed", folder=folder, set_key=set_key)
 
     def _deliver(self, environment: str, folder: str, set_key: str,
                  files: dict[str, naming.FileName], sizes: dict[str, int]) -> bool:
@@ -151,7 +237,7 @@ class ReplyPoller:
         """
         started = time.monotonic()
         inbox = self.channel.inbox / environment
-        staging = self.channel.inbox / INCOMING / f"{folder}.{set_key}"
+        staging = self._staging(folder, set_key)
         names = sorted(files, key=lambda n: (files[n].type == "GO", n))
         resuming = self.journal.reply_set_state(
             self.channel.name, folder, set_key) == "delivering"
@@ -194,15 +280,11 @@ class ReplyPoller:
 
     def _download(self, folder: str, set_key: str, files: dict[str, naming.FileName],
                   sizes: dict[str, int], staging: Path) -> bool:
-        """The set into its staging folder, durable; False when it must not be delivered."""
-        if staging.exists():
-            shutil.rmtree(staging)  # a download a crash interrupted
-        staging.mkdir(parents=True)
+        """The set, fetched into its staging folder, made durable and checked; False when
+        it must not be delivered."""
         for name in files:
-            self.transport.get_file(f"{folder}/{name}", staging / name)
-            if (staging / name).stat().st_size != sizes[name]:
-                raise OSError(0, f"{name} changed size while downloading")
-            faults.point("during_reply_download")
+            if not (staging / name).is_file() or (staging / name).stat().st_size != sizes[name]:
+                raise OSError(0, f"{name} is not whole in {staging}")
         durable.fsync_dir(staging)
         faults.point("after_reply_download")
         problem = self._verify(staging, files)
@@ -239,18 +321,12 @@ class ReplyPoller:
         The GO goes first so that a half-removed set is never taken again; what is left
         of it is removed here, or it would stay on the server for ever.
         """
-        for set_key, files in partial.items():
-            if self.journal.reply_set_state(self.channel.name, folder, set_key) == "delivered":
-                self.log.info("reply_removal_resumed", folder=folder, set_key=set_key,
-                              files=sorted(files))
-                self._remove(folder, set_key, files)
-
-    def _remove(self, folder: str, set_key: str, files: dict[str, naming.FileName]) -> None:
-        # the GO goes first: a half-removed set is never seen as complete again
-        for name in sorted(files, key=lambda n: (files[n].type != "GO", n)):
-            self.transport.remove(f"{folder}/{name}")
-        self.journal.record_reply_removed(self.channel.name, folder, set_key)
-        self.log.info("reply_removed", folder=folder, set_key=set_key)
+        cut = {k: files for k, files in partial.items()
+               if self.journal.reply_set_state(self.channel.name, folder, k) == "delivered"}
+        for set_key, files in cut.items():
+            self.log.info("reply_removal_resumed", folder=folder, set_key=set_key,
+                          files=sorted(files))
+        self._remove_together(folder, cut)
 
     def _unpack(self, folder: str, set_key: str, staging: Path,
                 files: dict[str, naming.FileName]) -> None:

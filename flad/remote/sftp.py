@@ -614,6 +614,7 @@ class SftpChannel:
         ended: set[int] = set()
         in_flight: deque[tuple[int, int, int, int]] = deque()  # (num, item, offset, length)
         flying = 0
+        local: OSError | None = None  # a local write error: the answers are still read
         names = ", ".join(items[i][0] for i in handles)
         with self._remote("get", names):
             while wanted or in_flight:
@@ -633,13 +634,19 @@ class SftpChannel:
                     if isinstance(exc, TimeoutError) or not self.is_connected:
                         raise
                     raise self._map_error("get", items[i][0], exc) from None
-                if not data:
+                if not data or local is not None:
                     ended.add(i)
                     continue
-                os.pwrite(fds[i], data, offset)  # a local write error is not remote
+                try:
+                    os.pwrite(fds[i], data, offset)
+                except OSError as exc:
+                    local = exc
+                    continue
                 received[i] += len(data)
                 if len(data) < length:  # a short answer: ask for the rest
                     wanted.appendleft((i, offset + len(data), length - len(data)))
+        if local is not None:
+            raise local  # a local error (a full disk) is not the server's: raised as it is
         return received
 
     def remove_files(self, remotes: Sequence[str]) -> list[TransportError | None]:
