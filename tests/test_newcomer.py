@@ -393,3 +393,19 @@ def test_a_reply_another_client_took_skips_its_set_only(tmp_path: Path,
     assert any(e["event"] == "reply_vanished" for e in logged)
     assert sorted(os.listdir(inst.inbox / "test")) == sorted(kept)
     assert os.listdir(sshd.root / "OUTTEST") == []
+
+
+def test_a_drop_does_not_wait_for_a_long_reply_poll(tmp_path: Path, sshd: SshServer) -> None:
+    """Issue 20: uploads waited behind the whole poll; now they go between its slices."""
+    from tests.harness import Running, wait_for
+
+    inst = make_install(tmp_path, sshd, production=True)
+    for n in range(1, 401):
+        put_set(sshd, "ACRF", n, acrf(f"GO.X{n}"))
+    inst.drop("urgent.xml", sample(1), env="production")
+    with Running(inst):
+        wait_for(lambda: any(n.startswith("GO.") for n in os.listdir(sshd.root / "IN")),
+                 60, "the GO of the dropped file")
+        left = len(os.listdir(sshd.root / "OUTTEST"))
+        wait_for(lambda: not os.listdir(sshd.root / "OUTTEST"), 120, "every reply set")
+    assert left > 0, "the upload waited for the whole poll"

@@ -70,6 +70,9 @@ class ReplyPoller:
     #: sets that could not be delivered (untrusted, or a local error); `flad replies`
     #: exits non-zero when there were any
     failures: int = 0
+    #: called between slices of a long poll (the worker uploads what is ready), so a
+    #: file dropped meanwhile never waits for a whole backlog of replies
+    between_slices: Callable[[], None] | None = None
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None
 
@@ -120,6 +123,8 @@ class ReplyPoller:
         order = sorted(complete, key=lambda k: (k.split(".")[0] != "ACRF", k))
         count = 0
         for start in range(0, len(order), SETS_TOGETHER):
+            if start and self.between_slices is not None:
+                self.between_slices()
             count += self._poll_sets(environment, folder, order[start:start + SETS_TOGETHER],
                                      complete, listing)
         return count

@@ -90,7 +90,8 @@ class ChannelWorker:
                              config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)
         self.poller = ReplyPoller(channel, journal_, self.transport,
-                                  error_codes=config.daemon.error_codes)
+                                  error_codes=config.daemon.error_codes,
+                                  between_slices=self._upload_ready)
         self.retry = RetryPolicy(max_backoff=config.daemon.max_backoff_seconds,
                                  sleep=self._sleep, on_retry=self._on_retry,
                                  deadline=deadline)
@@ -338,6 +339,17 @@ class ChannelWorker:
                 return
             self.stop.wait(min(every, left))
             self._poll_replies()
+
+    def _upload_ready(self) -> None:
+        """Between slices of a long reply poll: what is ready to go goes now."""
+        self._number_checked()
+        self.refill()
+        open_now = self.journal.open_states(self.channel.name)
+        ready = self.journal.get_many(
+            [i for i, state in open_now if state != journal.RECEIVED][:READ_AHEAD])
+        for batch in batches(ready):
+            if self.stop.is_set() or not self._upload(batch):
+                break
 
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
