@@ -24,6 +24,7 @@ from cryptography import x509
 
 from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
 from flad.config import ChannelConfig
+from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
 from flad.remote import Remote, RemoteNotFound, TransportError
@@ -36,16 +37,6 @@ INCOMING = ".incoming"
 SETS_TOGETHER = 32
 #: which result of several forms speaks for a submission: the one a person must see first
 _RESULT_PRIORITY = (0, 4, 2, 3, 1)
-
-
-def load_error_labels(path: Path | None) -> tuple[dict[str, str], str | None]:
-    """The labels of `[daemon] error_codes`, or ({}, why not) when they cannot be read."""
-    if path is None:
-        return {}, None
-    try:
-        return replyparse.parse_error_codes(path.read_bytes()), None
-    except (OSError, ValueError) as exc:
-        return {}, f"{path}: {getattr(exc, 'strerror', None) or exc}"
 
 
 def combined_result(forms: list[ReplyForm]) -> int | None:

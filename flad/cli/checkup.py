@@ -15,8 +15,8 @@ from pathlib import Path
 
 from flad import config as config_mod
 from flad import identity, signing, strays, xmlcheck
-from flad.channel.replies import load_error_labels
 from flad.config import ChannelConfig, Config
+from flad.errorlabels import load_error_labels
 from flad.filecheck import FileChecker, Rejected
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_IN, REMOTE_OUT
 
