@@ -107,6 +107,7 @@ _CLARK_NAMESPACE = re.compile(r"\{[^\s{}']+\}(?=[A-Za-z_])")
 _TRAILING_POSITION = re.compile(r",\s*line \d+, column \d+\s*$")
 _TAG_MISMATCH = re.compile(
     r"Opening and ending tag mismatch: (?P<open>\S+) line (?P<at>\d+) and (?P<closing>\S+)")
+_LINE_AT_END = re.compile(r" line (?P<at>\d+)$")
 _PREMATURE_END = re.compile(r"Premature end of data in tag (?P<open>\S+) line (?P<at>\d+)")
 
 # lxml's XMLSchema keeps its error_log on the instance: two threads validating with
@@ -377,6 +378,10 @@ def _plain_tags(message: str, line: int) -> str:
     if premature:
         return (f"the file ends inside <{premature['open']}>, opened "
                 f"{opened(premature['at'])}")
+    at_end = _LINE_AT_END.search(message)  # "... Start Tag Wor line 7": where it opened
+    if at_end:
+        return message[:at_end.start()] + (
+            "" if int(at_end["at"]) == line else f", opened {opened(at_end['at'])}")
     return message
 
 

@@ -225,6 +225,7 @@ def test_validate_with_an_unknown_application_lists_the_known_ones(
     ("<FLADeclaration>\n<a>\n</FLADeclaration>",
      "line 3, column 18: </FLADeclaration> closes <a>, which was opened on line 2"),
     ("<FLADeclaration>\n<a>\n", "the file ends inside <a>, opened on line 2"),
+    ("<FLADeclaration>\n<Wor\n", "line 3, column 1: Couldn't find end of Start Tag Wor"),
 ])
 def test_a_syntax_reason_says_each_line_once(text: str, reason: str) -> None:
     with pytest.raises(xmlcheck.XmlRejected) as caught:
