@@ -459,6 +459,10 @@ def test_go_is_published_after_its_data(
             fi, _, go = names(seq)
             send(sftp, "INTEST", [(fi[0], b"<Other/>")], go)
         wait_replies(sandbox.root / "OUTTEST", "NOTI", count=2)
+    # the last GO is on disk a moment before the sandbox records it as published
+    deadline = time.monotonic() + TIMEOUT
+    while len(sandbox.published) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
     published = sandbox.published
     assert len(published) == 12  # 2 x (ACRF + NOTI) x (FO, FS, GO)
     for index, path in enumerate(published):
