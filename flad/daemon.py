@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from flad import certlife, journal, logs, sdnotify, signing, strays, xmlcheck
 from flad import config as config_mod
-from flad import journal, logs, sdnotify, signing, strays, xmlcheck
 from flad.channel import recovery
 from flad.channel.settings import load_signer
 from flad.channel.store import ContentStore
@@ -27,6 +27,8 @@ from flad.remote import RemoteIncompatible, paramiko_compat
 from flad.statelock import StateLock, StateLocked
 
 STOP_GRACE_SECONDS = 9.0
+#: How often the running service looks at its certificates again.
+CERTIFICATE_LOOK_SECONDS = 24 * 3600.0
 
 
 def journal_path(config: Config) -> Path:
@@ -60,6 +62,7 @@ class Service:
         self._stray_notices = strays.StrayNotices()
         self._strays: list[strays.Stray] = []
         self._next_stray_look = 0.0
+        self._next_certificate_look = 0.0
 
     # -- start and stop ------------------------------------------------------------
 
@@ -76,8 +79,27 @@ class Service:
             signers[ch.name] = signer
         return signers
 
+    def _look_at_certificates(self, config: Config) -> None:
+        """At start, on reload and once a day: certificates near their end, said loudly.
+
+        A warning from `cert_warn_days` before the end, an error each day of the last
+        week: an expired signing certificate stops every production file.
+        """
+        self._next_certificate_look = time.monotonic() + CERTIFICATE_LOOK_SECONDS
+        try:
+            lifetimes = certlife.of_config(config, load_signer)
+        except Exception:  # a look that fails must not stop the service
+            self.log.exception("certificate_look_failed")
+            return
+        for level, life in certlife.notices(lifetimes, config.daemon.cert_warn_days):
+            log = self.log.error if level == "error" else self.log.warning
+            log("certificate_expiring", channel=life.channel, role=life.role,
+                subject=life.subject, not_after=life.not_after.isoformat(),
+                days_left=round(life.days_left, 1), message=life.text())
+
     def _start(self, config: Config) -> None:
         signers = self._signers(config)
+        self._look_at_certificates(config)
         for warning in config.warnings:
             self.log.warning("config_warning", warning=warning)
         claimer = Claimer(config, self.journal)
@@ -188,6 +210,8 @@ class Service:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            if time.monotonic() >= self._next_certificate_look:
+                self._look_at_certificates(self.config)
             if time.monotonic() >= self._next_stray_look:
                 self._look_for_strays()
                 self._next_stray_look = time.monotonic() + self.config.daemon.rescan_seconds

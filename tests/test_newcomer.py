@@ -410,3 +410,24 @@ def test_a_drop_does_not_wait_for_a_long_reply_poll(tmp_path: Path, sshd: SshSer
         left = len(os.listdir(sshd.root / "OUTTEST"))
         wait_for(lambda: not os.listdir(sshd.root / "OUTTEST"), 120, "every reply set")
     assert left > 0, "the upload waited for the whole poll"
+
+
+@pytest.mark.parametrize(("days", "level"), [(5, "error"), (20, "warning")])
+def test_the_service_says_when_a_certificate_nears_its_end(
+        tmp_path: Path, sshd: SshServer, days: int, level: str) -> None:
+    import datetime as dt
+
+    from tests.certs import issue_cert, make_ca, write_signer
+
+    inst = make_install(tmp_path, sshd)
+    ca = make_ca()
+    cert = issue_cert(ca, "acme signer", not_after=dt.datetime.now(dt.UTC)
+                      + dt.timedelta(days=days, hours=1))
+    signer = write_signer(tmp_path / "short", cert, chain=[ca.certificate])
+    inst.rewrite(signing={"certificate": signer.cert_path, "private_key": signer.key_path})
+    with structlog.testing.capture_logs() as logged:
+        assert inst.run_once(max_wait=5) == 0
+    said = [e for e in logged if e["event"] == "certificate_expiring"]
+    assert [(e["log_level"], e["role"], round(e["days_left"])) for e in said] == [
+        (level, "signing", days)]
+    assert f"in {days} day(s): renew it" in said[0]["message"]
