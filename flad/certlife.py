@@ -54,14 +54,20 @@ def of_channel(channel: ChannelConfig, load_signer: Callable[[ChannelConfig], ob
                now: datetime.datetime) -> list[Lifetime]:
     """The signing certificate and the reply_trust certificates of one channel.
 
-    A certificate that cannot be read is left out: `flad check` names that problem.
+    A PEM certificate is read on its own; only a PKCS#12 file needs `load_signer`. A
+    certificate that cannot be read is left out: `flad check` names that problem.
     """
     out: list[Lifetime] = []
+    certificate: object = None
+    sc = channel.signing
     try:
-        signer = load_signer(channel)
-    except (signing.SigningError, OSError):
-        signer = None
-    certificate = getattr(signer, "certificate", None)
+        if sc is not None and sc.certificate is not None:
+            # the certificate alone: no private key is opened just to read a date
+            certificate = signing.load_certificates(sc.certificate)[0]
+        elif sc is not None:  # a PKCS#12 file holds it with the key
+            certificate = getattr(load_signer(channel), "certificate", None)
+    except (signing.SigningError, OSError, IndexError):
+        certificate = None
     if isinstance(certificate, x509.Certificate):
         out.append(of_certificate(channel.name, "signing", certificate, now))
     if channel.reply_trust is not None:

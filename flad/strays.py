@@ -54,12 +54,19 @@ def _files_in(folder: Path) -> int:
 
 
 def _subfolders(folder: Path) -> list[str]:
+    """Folder names in `folder` (links not followed), at most _SCAN_LIMIT of them looked at:
+    whoever writes the outbox could fill it with folders."""
+    names = []
     try:
         with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries
-                          if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+            for seen, entry in enumerate(entries):
+                if seen >= _SCAN_LIMIT:
+                    break
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
     except OSError:
         return []
+    return sorted(names)
 
 
 def find_for(ch: ChannelConfig) -> list[Stray]:

@@ -757,6 +757,22 @@ def _accept_streaming(data: bytes, root_at: int, schema: etree.XMLSchema | None,
                          _Identities(DEFAULT_EMPLOYER_XPATH, DEFAULT_SENDER_XPATH))
 
 
+def _streamable_root(data: bytes, root_at: int, names: tuple[str, ...],
+                     root_element: str | None) -> str | None:
+    """The root's local name when a streamed check may decide the file; None sends it the
+    plain way (no readable name, a root that is its own identity, or the wrong root)."""
+    found = _ROOT_NAME.match(data, root_at)
+    if found is None:
+        return None
+    try:
+        root_name: str = found["local"].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if root_name in names or (root_element is not None and root_name != root_element):
+        return None
+    return root_name
+
+
 def _stream_check(data: bytes, root_at: int, schema: etree.XMLSchema | None,
                   root_element: str | None, kept: _Collector) -> CheckedDocument | None:
     """The verdict of the tree path for a file it would accept, in bounded memory.
@@ -773,15 +789,9 @@ def _stream_check(data: bytes, root_at: int, schema: etree.XMLSchema | None,
     error log (and _SCHEMA_LOCK) is not involved.
     """
     names = kept.names()
-    found = _ROOT_NAME.match(data, root_at)
-    if found is None:
+    root_name = _streamable_root(data, root_at, names, root_element)
+    if root_name is None:
         return None
-    try:
-        root_name = found["local"].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if root_name in names or (root_element is not None and root_name != root_element):
-        return None  # a root that is its own identity, or the wrong one: the plain way
     parser = etree.XMLPullParser(
         events=("start", "end"), tag=[f"{{*}}{root_name}", *(f"{{*}}{n}" for n in names)],
         schema=schema, **_HARDENED, remove_comments=True, remove_pis=True)
@@ -869,14 +879,8 @@ def _split_check(data: bytes, root_at: int, schema: etree.XMLSchema, root_elemen
     stays bounded); anything refused or odd gives None (the tree path decides).
     """
     names = kept.names()
-    found = _ROOT_NAME.match(data, root_at)
-    if found is None:
-        return None
-    try:
-        root_name = found["local"].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if root_name in names or (root_element is not None and root_name != root_element):
+    root_name = _streamable_root(data, root_at, names, root_element)
+    if root_name is None:
         return None
     parser = etree.XMLPullParser(
         events=("start", "end"), tag=[f"{{*}}{root_name}", *(f"{{*}}{n}" for n in names)],
