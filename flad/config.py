@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from flad import identity, keyfiles, naming, profiles, secrets
 from flad import proxy_address as proxy_mod
 from flad.platform import ENVIRONMENTS
+from flad.sftp_settings import ProxySettings, SftpSettings
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
     DEFAULT_MAX_FILE_BYTES,
@@ -50,23 +51,6 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("; ".join(problems) if len(problems) < 4 else
                          f"{problems[0]} (and {len(problems) - 1} more problems)")
-
-
-@dataclass(frozen=True)
-class SftpConfig:
-    host: str
-    port: int
-    username: str
-    private_key: Path
-    passphrase: bytes | None = field(repr=False)
-    known_hosts: Path
-    legacy_ssh_rsa: bool
-    connect_timeout: float
-    request_timeout: float
-    keepalive_seconds: int
-    passphrase_source: str | None = None  # named when the passphrase is wrong
-    proxy: str | None = None  # http:// or socks5:// host and port, nothing inline
-    proxy_credentials: bytes | None = field(repr=False, default=None)  # b"user:password"
 
 
 @dataclass(frozen=True)
@@ -108,7 +92,7 @@ class ChannelConfig:
     reply_trust: Path | None
     remove_after_download: bool
     poll_seconds: float
-    sftp: SftpConfig
+    sftp: SftpSettings
     signing: SigningConfig | None
     applications: tuple[ApplicationConfig, ...]
     noss_number: str | None = None
@@ -480,7 +464,7 @@ def _noss_number(r: _Reader, t: Mapping[str, Any], p: str) -> str | None:
     return number
 
 
-def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
+def _sftp(r: _Reader, t: Any, p: str) -> SftpSettings | None:
     if not isinstance(t, dict):
         r.problem(p.rstrip("."), "is required ([channel.sftp] with host, username, "
                   "private_key, known_hosts)")
@@ -511,7 +495,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
     known_hosts = r.path_value(t, p, "known_hosts", required=True)
     keepalive = r.get(t, p, "keepalive_seconds", int, 15)
     assert keepalive is not None
-    return SftpConfig(
+    return SftpSettings(
         host=r.text(t, p, "host", required=True) or "",
         port=port,
         username=r.text(t, p, "username", required=True) or "",
@@ -522,8 +506,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         connect_timeout=r.positive(t, p, "connect_timeout", 15.0),
         request_timeout=r.positive(t, p, "request_timeout", 60.0),
         keepalive_seconds=max(1, keepalive),
-        proxy=proxy,
-        proxy_credentials=proxy_credentials,
+        proxy=ProxySettings(proxy, proxy_credentials) if proxy else None,
         passphrase_source=r.secret_source(t),
     )
 

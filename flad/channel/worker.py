@@ -18,7 +18,6 @@ from typing import Any
 from flad import journal, logs, signing
 from flad.channel.replies import ReplyPoller
 from flad.channel.retry import OutOfTime, RetryPolicy, Stopping, one_by_one
-from flad.channel.settings import sftp_settings
 from flad.channel.stages import TO_UPLOAD, Checked, Stages
 from flad.channel.store import Content, ContentStore
 from flad.config import ChannelConfig, Config
@@ -85,7 +84,7 @@ class ChannelWorker:
         self.wait_replies = wait_replies
         self.since = since
         self.wake = threading.Event()
-        self.transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
+        self.transport = SftpChannel(channel.sftp, channel_name=channel.name)
         self.stages = Stages(channel, config.daemon, journal_, self.transport, signer,
                              config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)

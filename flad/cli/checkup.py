@@ -237,11 +237,10 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
 
 
 def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
-    from flad.channel.settings import sftp_settings
     from flad.remote import SftpChannel, TransportError
 
     subject = f"channel {ch.name} sftp"
-    transport = SftpChannel(sftp_settings(ch), channel_name=ch.name)
+    transport = SftpChannel(ch.sftp, channel_name=ch.name)
     try:
         transport.connect()
         folders = transport.list_remote_folders()
