@@ -413,5 +413,7 @@ class Service:
                                  refused=refused)
                 failed_now += [s for s in this_run if s.id in unanswered + refused]
         self.log.info("once_finished", queued=len(still_open), failed=len(failed_now),
-                      not_watched=sum(s.files for s in self._strays), not_taken=not_taken)
-        return 1 if still_open or failed_now or self._strays or not_taken else 0
+                      not_watched=sum(s.files for s in self._strays), not_taken=not_taken,
+                      signing_held=sorted(self.holds))
+        return 1 if (still_open or failed_now or self._strays or not_taken
+                     or self.holds) else 0
