@@ -74,7 +74,6 @@ class Service:
         self.holds: dict[str, str] = {}
         self.instruments = Instruments()
         self.metrics: MetricsServer | None = None
-        self._collector_registered = False
 
     # -- start and stop ------------------------------------------------------------
 
@@ -250,6 +249,10 @@ class Service:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, self._on_signal)
+        if not self.once:  # registered before the first claim: its events are counted
+            self.instruments.registry.register(JournalCollector(
+                self.journal, lambda: self.config.channels, lambda: self.lifetimes,
+                held=lambda: dict(self.holds)))
         self._start(self.config)
         if self.once:
             for worker in self.workers.values():
@@ -331,11 +334,6 @@ class Service:
         address = config.daemon.metrics_listen
         if address is None:
             return
-        if not self._collector_registered:
-            self.instruments.registry.register(JournalCollector(
-                self.journal, lambda: self.config.channels, lambda: self.lifetimes,
-                held=lambda: dict(self.holds)))
-            self._collector_registered = True
         try:
             self.metrics = MetricsServer(address, self.instruments.registry, self.readiness)
         except MetricsUnavailable as exc:

@@ -8,6 +8,7 @@ once, however often the scraper asks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +18,10 @@ from flad.journal.states import State
 #: The states shown as the queue: waiting to go, going, gone without receipt, stuck.
 QUEUE_STATES: tuple[State, ...] = (State.RECEIVED, State.PREPARED, State.UPLOADING,
                                    State.SENT, State.FAILED)
-#: At most this many events read per scrape (the rest at the next one).
+#: Events read per query of the tail (a scrape reads until it has them all).
 EVENTS_PER_READ = 50_000
+#: Below this much free space the journal is not counted as writable (/readyz).
+MIN_FREE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,11 @@ class Figures:
         if self._conns.readonly:
             return "the journal is open read-only"
         try:
-            with self._conns.tx() as db:
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS flad_probe (x)")
+            with self._conns.tx() as db:  # the write lock taken, nothing changed
+                db.execute("SELECT 1")
+            disk = os.statvfs(self._conns.path.parent)
         except Exception as exc:
             return f"the journal cannot be written: {exc}"
+        if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+            return f"the journal's file system is full ({self._conns.path.parent})"
         return None
