@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import time
+import urllib.request
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -111,3 +113,24 @@ def test_the_proxy_leg_is_reported_before_the_ssh_leg(tmp_path: Path,
         found = {f.subject: f for f in checkup.check_all(inst.config_path, offline=False)}
         assert found["channel acme proxy"].level == "error"
         assert "no answer within 1s (the proxy stalled)" in found["channel acme proxy"].message
+
+
+def test_idle_clients_cannot_hold_the_metrics_endpoint_without_end() -> None:
+    from flad.metrics import server as server_mod
+
+    server = MetricsServer(ListenAddress("127.0.0.1", 0), CollectorRegistry(), list)
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(server_mod.MAX_CLIENTS)]
+    try:
+        time.sleep(0.5)  # every idle client has its thread
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert extra.recv(100) == b""  # closed at once, not served
+        extra.close()
+    finally:
+        for conn in idle:
+            conn.close()
+    time.sleep(0.5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as ok:
+        assert ok.read() == b"ok\n"
+    server.close()

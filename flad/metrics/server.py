@@ -23,6 +23,9 @@ from flad.listen_address import ListenAddress
 
 #: A client that sends nothing for this long is dropped.
 CLIENT_TIMEOUT_SECONDS = 10.0
+#: Clients served at once: the outbox's other users may reach a loopback port too,
+#: and a thread per idle connection must not grow without end.
+MAX_CLIENTS = 16
 
 #: `readiness()` returns the reasons the service is not ready; empty when it is.
 Readiness = Callable[[], list[str]]
@@ -36,6 +39,27 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
     readiness: Readiness
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per client, up to MAX_CLIENTS at once; beyond, closed at once."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 
