@@ -278,3 +278,28 @@ def test_an_expired_signing_certificate_holds_its_channel_only_until_reload(
         assert any(n.startswith("FS.") for n in inst.remote())
         wait_for(lambda: value(scrape(port), "flad_channel_signing_held", channel="acme")
                  == 0, 10, "the hold lifted in the metrics")
+
+
+def test_a_reload_moves_or_stops_the_endpoint(tmp_path: Path, sshd: SshServer) -> None:
+    import socket
+
+    inst = make_install(tmp_path, sshd, metrics_listen="127.0.0.1:0")
+    with Running(inst) as running:
+        first = port_of(running)
+        probe = socket.create_server(("127.0.0.1", 0))
+        second = probe.getsockname()[1]
+        probe.close()
+        inst.daemon = {**(inst.daemon or {}), "metrics_listen": f"127.0.0.1:{second}"}
+        inst.rewrite()
+        running.service.reload()
+        wait_for(lambda: running.service.metrics is not None
+                 and running.service.metrics.port == second, 20, "the endpoint moved")
+        assert get(f"http://127.0.0.1:{second}/healthz")[0] == 200
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{first}/healthz", timeout=2)
+        del inst.daemon["metrics_listen"]
+        inst.rewrite()
+        running.service.reload()
+        wait_for(lambda: running.service.metrics is None, 20, "the endpoint stopped")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{second}/healthz", timeout=2)
