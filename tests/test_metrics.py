@@ -24,6 +24,7 @@ from flad import config as config_mod
 from flad import journal, listen_address
 from flad.cli.status import certificate_notices
 from flad.metrics import kinds
+from flad.remote import errors as remote_errors
 from tests import configs
 from tests.certs import issue_cert, make_ca, write_signer
 from tests.harness import Running, make_install, sample, wait_for
@@ -111,6 +112,22 @@ def test_a_public_metrics_address_needs_to_be_asked_for(tmp_path: Path) -> None:
 def test_rejection_reasons_become_a_few_classes(reason: str, kind: str) -> None:
     assert kinds.reason_class(reason) == kind
     assert kind in kinds.REASON_CLASSES
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    (remote_errors.HostKeyMismatch("host key changed"), "host_key"),
+    (remote_errors.AuthenticationFailed("refused our key"), "auth"),
+    (remote_errors.TransportError("cannot connect to 127.0.0.1:1: connection refused"),
+     "refused"),
+    (remote_errors.TransportError("cannot connect to h:22 through proxy http://p:3128: "
+                                  "the proxy refused (403)"), "proxy"),
+    (remote_errors.TransportError("cannot connect to h:22: timed out"), "timeout"),
+    (remote_errors.TransportError("closed by the server (EOF)"), "closed"),
+    (remote_errors.TransportError("something else"), "transient"),
+])
+def test_connection_failures_become_a_few_kinds(error: Exception, kind: str) -> None:
+    assert kinds.failure_kind(error) == kind
+    assert kind in kinds.FAILURE_KINDS
 
 
 # -- a running service ---------------------------------------------------------------
