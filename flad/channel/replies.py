@@ -123,39 +123,139 @@ class ReplyPoller:
     def _poll_sets(self, environment: str, folder: str, keys: list[str],
                    complete: dict[str, dict[str, naming.FileName]],
                    listing: dict[str, int]) -> int:
-        """A slice of the listing's sets: downloaded together, delivered one by one in
-        order, then removed together (every GO before any data file)."""
+        """A slice of the listing's sets: downloaded together, checked one by one, then
+        journaled, moved into the inbox and removed together.
+
+        Per slice, not per set: one journal commit for `delivering`, one sync of the
+        inbox before the GOs and one after, one commit for `delivered`, one for
+        `removed`. On a long link a backlog must not be paid for in local syncs; the
+        promises are the set's own (whole sets, GO last, removed once delivered).
+        """
         states = {k: self.journal.reply_set_state(self.channel.name, folder, k) for k in keys}
+        started = time.monotonic()
         fetched = self._fetch_together(folder, [k for k in keys if states[k] is None],
                                        complete, listing)
-        count = 0
-        delivered: list[str] = []
+        for set_key in keys:
+            if states[set_key] == "removed":
+                self._seen_before(folder, set_key, complete[set_key])
+        # absent and fetched: checked and staged; `delivering`: a crash interrupted its
+        # move into the inbox, finished from what is still staged, never downloaded again
+        staged = self._stage(folder, [k for k in keys if states[k] is None and k in fetched],
+                             complete, listing, started)
+        if staged:
+            with self.journal.batch():  # correlation is idempotent: a crash repeats it
+                for set_key in staged:
+                    self._correlate(folder, set_key, self._staging(folder, set_key),
+                                    complete[set_key])
+                    self.journal.record_reply_set(self.channel.name, folder, set_key,
+                                                  _delivery_order(complete[set_key]),
+                                                  "delivering")
+            for _ in staged:
+                faults.point("before_reply_rename")
+        moving = [k for k in keys if k in staged or states[k] == "delivering"]
+        moved = self._move_into_inbox(environment, folder, moving, complete)
+        if moved:
+            with self.journal.batch():
+                for set_key in moved:
+                    self.journal.record_reply_set(self.channel.name, folder, set_key,
+                                                  _delivery_order(complete[set_key]),
+                                                  "delivered")
+            for set_key in moved:
+                self.log.info("reply_delivered", folder=folder, set_key=set_key,
+                              files=_delivery_order(complete[set_key]))
+                faults.point("after_reply_delivery")
+        if self.channel.remove_after_download:
+            self._remove_together(folder, {k: complete[k] for k in keys
+                                           if k in moved or states[k] == "delivered"})
+        return len(moved)
+
+    def _seen_before(self, folder: str, set_key: str,
+                     files: dict[str, naming.FileName]) -> None:
+        """Listed again before the removal became visible, or a new set under a name
+        seen before (a sandbox restarted with a fresh root numbers its replies from 1
+        again). Never delivered twice; said once, not in silence."""
+        if f"seen:{folder}/{set_key}" in self._warned:
+            return
+        self._warned.add(f"seen:{folder}/{set_key}")
+        self.log.warning(
+            "reply_set_seen_before", folder=folder, set_key=set_key, files=sorted(files),
+            hint="a set of this name was delivered and removed before; it is left on the "
+                 "server and not delivered again. If it is a new reply under a reused "
+                 "name, fetch it by hand")
+
+    def _stage(self, folder: str, keys: list[str],
+               complete: dict[str, dict[str, naming.FileName]], sizes: dict[str, int],
+               started: float) -> list[str]:
+        """The fetched sets made durable in their staging folders, checked and unpacked;
+        the keys of those that may be delivered, in order."""
+        ready: list[str] = []
         for set_key in keys:
             files = complete[set_key]
-            state = states[set_key]
-            if state == "removed":
-                # Listed again before the removal became visible, or a new set under a
-                # name seen before (a sandbox restarted with a fresh root numbers its
-                # replies from 1 again). Never delivered twice; said once, not in silence.
-                if f"seen:{folder}/{set_key}" not in self._warned:
-                    self._warned.add(f"seen:{folder}/{set_key}")
-                    self.log.warning(
-                        "reply_set_seen_before", folder=folder, set_key=set_key,
-                        files=sorted(files),
-                        hint="a set of this name was delivered and removed before; it is "
-                             "left on the server and not delivered again. If it is a new "
-                             "reply under a reused name, fetch it by hand")
-                continue
-            if state is None and set_key not in fetched:
-                continue  # its download failed and said why: tried again next poll
-            if state != "delivered":  # absent, or `delivering` when a crash interrupted it
-                if not self._deliver(environment, folder, set_key, files, listing):
+            staging = self._staging(folder, set_key)
+            try:
+                if not self._download(folder, set_key, files, sizes, staging):
                     continue
-                count += 1
-            delivered.append(set_key)
-        if self.channel.remove_after_download:
-            self._remove_together(folder, {k: complete[k] for k in delivered})
-        return count
+                self._unpack(folder, set_key, staging, files)
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                self._delivery_failed(folder, set_key, exc, staging)
+                continue
+            self.log.info("reply_downloaded", folder=folder, set_key=set_key,
+                          files=_delivery_order(files),
+                          duration_ms=int((time.monotonic() - started) * 1000))
+            ready.append(set_key)
+        return ready
+
+    def _move_into_inbox(self, environment: str, folder: str, keys: list[str],
+                         complete: dict[str, dict[str, naming.FileName]]) -> list[str]:
+        """Staged sets renamed into the inbox: the data and FS of every set, one sync of
+        the folder, then their GOs and another sync; the keys of the sets now whole
+        there. A set whose move fails stays `delivering` (finished from its staging
+        folder next poll) and says why."""
+        if not keys:
+            return []
+        inbox = self.channel.inbox / environment
+        failed: set[str] = set()
+        gos = {k: [n for n, p in complete[k].items() if p.type == "GO"] for k in keys}
+        try:
+            inbox.mkdir(parents=True, exist_ok=True)
+            for set_key in keys:
+                staging = self._staging(folder, set_key)
+                try:
+                    staged = sorted(os.listdir(staging)) if staging.exists() else []
+                    for name in staged:
+                        if name not in gos[set_key]:
+                            os.replace(staging / name, inbox / name)
+                except OSError as exc:
+                    failed.add(set_key)
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            durable.fsync_dir(inbox)  # every data file is in place before any GO
+            faults.point("between_reply_renames")
+            for set_key in [k for k in keys if k not in failed]:
+                staging = self._staging(folder, set_key)
+                try:
+                    for name in gos[set_key]:
+                        if (staging / name).exists():
+                            os.replace(staging / name, inbox / name)
+                except OSError as exc:
+                    failed.add(set_key)
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            durable.fsync_dir(inbox)
+        except OSError as exc:  # the inbox itself: no set of the slice is whole for sure
+            for set_key in keys:
+                if set_key not in failed:
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            return []
+        moved = [k for k in keys if k not in failed]
+        for set_key in moved:
+            shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)  # empty now
+        return moved
+
+    def _delivery_failed(self, folder: str, set_key: str, exc: OSError, where: Path) -> None:
+        self.failures += 1
+        self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
+                       path=str(exc.filename or where), error=exc.strerror or str(exc),
+                       hint="nothing is removed from the server; tried again next poll")
 
     def _fetch_together(self, folder: str, keys: list[str],
                         complete: dict[str, dict[str, naming.FileName]],
@@ -217,62 +317,12 @@ class ReplyPoller:
                 self.log.warning("reply_remove_failed", folder=folder, set_key=set_key,
                                  file=name, error=str(result),
                                  hint="delivered; its removal is tried again next poll")
-        for set_key in sets:
-            if set_key not in failed:
+        removed = [k for k in sets if k not in failed]
+        with self.journal.batch():
+            for set_key in removed:
                 self.journal.record_reply_removed(self.channel.name, folder, set_key)
-                self.log.info("reply_removed", folder=folder, set_key=set_key)
-
-    def _deliver(self, environment: str, folder: str, set_key: str,
-                 files: dict[str, naming.FileName], sizes: dict[str, int]) -> bool:
-        """Download, check, then move into the inbox; each set reaches the inbox once.
-
-        The journal says `delivering` before the first file moves from the staging
-        folder into the inbox: after a crash from there on, the set is finished from
-        what is still staged and never downloaded again, so a reader who already took
-        part of it never sees it twice.
-        """
-        started = time.monotonic()
-        inbox = self.channel.inbox / environment
-        staging = self._staging(folder, set_key)
-        names = sorted(files, key=lambda n: (files[n].type == "GO", n))
-        resuming = self.journal.reply_set_state(
-            self.channel.name, folder, set_key) == "delivering"
-        try:
-            if not resuming:
-                if not self._download(folder, set_key, files, sizes, staging):
-                    return False
-                self.log.info("reply_downloaded", folder=folder, set_key=set_key,
-                              files=names, duration_ms=int((time.monotonic() - started) * 1000))
-                self._unpack(folder, set_key, staging, files)
-                # correlation is idempotent: a crash before `delivering` repeats it
-                self._correlate(folder, set_key, staging, files)
-                self.journal.record_reply_set(self.channel.name, folder, set_key, names,
-                                              "delivering")
-                faults.point("before_reply_rename")
-            inbox.mkdir(parents=True, exist_ok=True)
-            gos = [n for n in names if files[n].type == "GO"]
-            staged = sorted(os.listdir(staging)) if staging.exists() else []
-            for name in [n for n in staged if n not in gos] + gos:  # GO last
-                if (staging / name).exists():
-                    if name in gos:
-                        durable.fsync_dir(inbox)
-                    os.replace(staging / name, inbox / name)
-            durable.fsync_dir(inbox)
-            if staging.exists():
-                staging.rmdir()
-        except OSError as exc:
-            if not resuming and self.journal.reply_set_state(
-                    self.channel.name, folder, set_key) != "delivering":
-                shutil.rmtree(staging, ignore_errors=True)
-            self.failures += 1
-            self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
-                           path=str(exc.filename or inbox), error=exc.strerror or str(exc),
-                           hint="nothing is removed from the server; tried again next poll")
-            return False
-        self.journal.record_reply_set(self.channel.name, folder, set_key, names, "delivered")
-        self.log.info("reply_delivered", folder=folder, set_key=set_key, files=names)
-        faults.point("after_reply_delivery")
-        return True
+        for set_key in removed:
+            self.log.info("reply_removed", folder=folder, set_key=set_key)
 
     def _download(self, folder: str, set_key: str, files: dict[str, naming.FileName],
                   sizes: dict[str, int], staging: Path) -> bool:
@@ -327,9 +377,11 @@ class ReplyPoller:
     def _unpack(self, folder: str, set_key: str, staging: Path,
                 files: dict[str, naming.FileName]) -> None:
         """A CO file that is a ZIP of one entry is also unpacked beside it, within limits."""
+        unpacked = False
         for name, parsed in sorted(files.items()):
             if parsed.type != "CO":
                 continue
+            unpacked = True
             target = staging / replyunpack.unpacked_name(name)
             try:
                 size = replyunpack.unpack_single(staging / name, target)
@@ -346,7 +398,8 @@ class ReplyPoller:
                 continue
             self.log.info("reply_unpacked", folder=folder, set_key=set_key, file=name,
                           unpacked=target.name, size=size)
-        durable.fsync_dir(staging)
+        if unpacked:
+            durable.fsync_dir(staging)
 
     # -- reading replies and tying them to submissions ---------------------------------
 
@@ -511,6 +564,11 @@ class ReplyPoller:
                           meaning=replyparse.RESULT_MEANINGS.get(result or -1),
                           forms=len(forms), blocking=blocking,
                           other=len(anomalies) - blocking, recorded=recorded)
+
+
+def _delivery_order(files: dict[str, naming.FileName]) -> list[str]:
+    """The names of a set in the order they enter the inbox: data and FS, then GO."""
+    return sorted(files, key=lambda n: (files[n].type == "GO", n))
 
 
 def _set_names(file_name: str) -> tuple[str, ...]:

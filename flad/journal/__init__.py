@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ class Journal:
 
     def close(self) -> None:
         self.connections.close()
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The records made in the block, of this thread, committed together (one sync)."""
+        return self.connections.batch()
 
     # -- submissions ---------------------------------------------------------------
 
