@@ -113,6 +113,8 @@ class ChannelConfig:
     applications: tuple[ApplicationConfig, ...]
     noss_number: str | None = None
     """The company's own ONSS registration number (9 digits), when configured."""
+    max_reply_bytes: int = 200 * 1024 * 1024
+    """A reply file larger than this (by the server's listing) is left on the server."""
 
     def application(self, name: str) -> ApplicationConfig | None:
         return next((a for a in self.applications if a.name == name), None)
@@ -140,6 +142,9 @@ class DaemonConfig:
     error_codes: Path | None = None
     #: days before a certificate's end from which flad warns (an error in the last week)
     cert_warn_days: int = 30
+    #: free space kept on the inbox's and the state folder's file systems: a reply set
+    #: that would leave less stays on the server
+    min_free_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -332,7 +337,8 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     p = "daemon."
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
-                          "auth_retry_minutes", "error_codes", "cert_warn_days"})
+                          "auth_retry_minutes", "error_codes", "cert_warn_days",
+                          "min_free_bytes"})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -350,7 +356,20 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         auth_retry_minutes=r.positive(t, p, "auth_retry_minutes", 30.0),
         error_codes=_error_codes(r, t, p),
         cert_warn_days=int(r.positive(t, p, "cert_warn_days", 30)),
+        min_free_bytes=_byte_count(r, t, p, "min_free_bytes", 1024**3, allow_zero=True),
     )
+
+
+def _byte_count(r: _Reader, t: Mapping[str, Any], p: str, key: str, default: int, *,
+                allow_zero: bool = False) -> int:
+    """A number of bytes, a whole number (0 only where it means "no floor")."""
+    value = r.get(t, p, key, int, default)
+    assert value is not None
+    if value < 0 or (value == 0 and not allow_zero):
+        r.problem(f"{p}{key}", f"must be {'0 or more' if allow_zero else 'greater than 0'}"
+                  f", got {value}")
+        return default
+    return value
 
 
 def _error_codes(r: _Reader, t: Mapping[str, Any], p: str) -> Path | None:
@@ -375,7 +394,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
                           "outbox", "inbox",
                           "production", "mandates", "sign_test_files", "fs_line_format",
                           "reply_trust", "remove_after_download", "poll_seconds", "sftp",
-                          "signing", "application"})
+                          "signing", "application", "max_reply_bytes"})
     quality = r.choice(t, p, "quality", identity.QUALITIES, None) or ""
     company_raw = r.text(t, p, "company_id", required=True)
     company_id = ""
@@ -456,6 +475,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         remove_after_download=bool(r.get(t, p, "remove_after_download", bool, True)),
         poll_seconds=r.positive(t, p, "poll_seconds", 60.0),
         sftp=sftp, signing=signing, applications=tuple(apps), noss_number=noss_number,
+        max_reply_bytes=_byte_count(r, t, p, "max_reply_bytes", 200 * 1024 * 1024),
     )
 
 

@@ -11,11 +11,13 @@ grammar are never used as local paths.
 from __future__ import annotations
 
 import datetime
+import mmap
 import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,6 +37,11 @@ INCOMING = ".incoming"
 #: Reply sets fetched, delivered and removed together: enough to fill a long link's
 #: round trips, few enough that the first set is delivered early.
 SETS_TOGETHER = 32
+#: A receipt or notification larger than this is delivered but not parsed: its tree
+#: would take several times its size in memory (real ones are kilobytes).
+MAX_READ_BYTES = 32 * 1024 * 1024
+#: A detached signature is a few kilobytes; an FS larger than this is refused unread.
+MAX_FS_BYTES = 1024 * 1024
 #: which result of several forms speaks for a submission: the one a person must see first
 _RESULT_PRIORITY = (0, 4, 2, 3, 1)
 
@@ -64,6 +71,12 @@ class ReplyPoller:
     #: called between slices of a long poll (the worker uploads what is ready), so a
     #: file dropped meanwhile never waits for a whole backlog of replies
     between_slices: Callable[[], None] | None = None
+    #: free space kept on the inbox's and the state folder's file systems
+    #: (`[daemon] min_free_bytes`); the state folder is left out when None
+    min_free_bytes: int = 1024**3
+    state_dir: Path | None = None
+    #: sets the bounds left on the server in the last poll (too large, space low)
+    held: int = 0
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None
 
@@ -79,6 +92,7 @@ class ReplyPoller:
     def poll(self) -> int:
         """One pass over OUT/OUTTEST; returns the number of sets delivered."""
         delivered = 0
+        self.held = 0
         self.transport.ensure_connected()
         for environment in self.channel.environments():
             folder = REMOTE_OUT[environment]
@@ -113,16 +127,19 @@ class ReplyPoller:
         # receipts first: a notification is tied to its submission through the receipt
         order = sorted(complete, key=lambda k: (k.split(".")[0] != "ACRF", k))
         count = 0
+        held: dict[str, tuple[str, str, int]] = {}
         for start in range(0, len(order), SETS_TOGETHER):
             if start and self.between_slices is not None:
                 self.between_slices()
             count += self._poll_sets(environment, folder, order[start:start + SETS_TOGETHER],
-                                     complete, listing)
+                                     complete, listing, held)
+        self.journal.set_replies_held(self.channel.name, folder, held)
+        self.held += len(held)
         return count
 
     def _poll_sets(self, environment: str, folder: str, keys: list[str],
                    complete: dict[str, dict[str, naming.FileName]],
-                   listing: dict[str, int]) -> int:
+                   listing: dict[str, int], held: dict[str, tuple[str, str, int]]) -> int:
         """A slice of the listing's sets: downloaded together, checked one by one, then
         journaled, moved into the inbox and removed together.
 
@@ -133,8 +150,9 @@ class ReplyPoller:
         """
         states = {k: self.journal.reply_set_state(self.channel.name, folder, k) for k in keys}
         started = time.monotonic()
-        fetched = self._fetch_together(folder, [k for k in keys if states[k] is None],
-                                       complete, listing)
+        allowed = self._within_bounds(folder, [k for k in keys if states[k] is None],
+                                      complete, listing, held)
+        fetched = self._fetch_together(folder, allowed, complete, listing)
         for set_key in keys:
             if states[set_key] == "removed":
                 self._seen_before(folder, set_key, complete[set_key])
@@ -168,6 +186,67 @@ class ReplyPoller:
             self._remove_together(folder, {k: complete[k] for k in keys
                                            if k in moved or states[k] == "delivered"})
         return len(moved)
+
+    def _within_bounds(self, folder: str, keys: list[str],
+                       complete: dict[str, dict[str, naming.FileName]],
+                       sizes: dict[str, int],
+                       held: dict[str, tuple[str, str, int]]) -> list[str]:
+        """The new sets that may be fetched: no file larger than `max_reply_bytes` (the
+        listing's size), and the inbox's and the state folder's file systems keep
+        `min_free_bytes` free after them. The others stay on the server, each said once
+        in the log and listed by `flad status` until it is fetched or gone."""
+        limit = self.channel.max_reply_bytes
+        room, where = self._room()
+        allowed: list[str] = []
+        for set_key in keys:
+            names = sorted(complete[set_key])
+            size = sum(sizes[n] for n in names)
+            big = [n for n in names if sizes[n] > limit]
+            if big:
+                self._hold(folder, set_key, size, held, "reply_too_large",
+                           f"{big[0]} is {sizes[big[0]]} bytes, more than max_reply_bytes "
+                           f"({limit})",
+                           "raise max_reply_bytes for this channel, or fetch the set by hand")
+            elif room is not None and size > room:
+                self._hold(folder, set_key, size, held, "reply_space_low",
+                           f"its {size} bytes would leave less than min_free_bytes "
+                           f"({self.min_free_bytes}) free on {where}",
+                           "free space there (or lower min_free_bytes); it is fetched at "
+                           "a later poll")
+            else:
+                if room is not None:
+                    room -= size
+                allowed.append(set_key)
+        return allowed
+
+    def _room(self) -> tuple[int | None, str]:
+        """Bytes that may still be written before a file system crosses the floor, and
+        which one is the tightest; None when no file system can be asked."""
+        room: int | None = None
+        where = ""
+        for path in (self.channel.inbox, self.state_dir):
+            while path is not None and not path.exists() and path != path.parent:
+                path = path.parent
+            if path is None:
+                continue
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            free = st.f_bavail * st.f_frsize - self.min_free_bytes
+            if room is None or free < room:
+                room, where = free, str(path)
+        return room, where
+
+    def _hold(self, folder: str, set_key: str, size: int,
+              held: dict[str, tuple[str, str, int]], event: str, detail: str,
+              hint: str) -> None:
+        held[set_key] = (event, detail, size)
+        if f"{event}:{folder}/{set_key}" in self._warned:
+            return
+        self._warned.add(f"{event}:{folder}/{set_key}")
+        self.log.error(event, folder=folder, set_key=set_key, size=size, reason=detail,
+                       hint=f"left on the server; {hint}")
 
     def _seen_before(self, folder: str, set_key: str,
                      files: dict[str, naming.FileName]) -> None:
@@ -353,9 +432,13 @@ class ReplyPoller:
             fs_name = str(parsed.with_type("FS"))
             if fs_name not in files:
                 return f"{name} has no FS signature in its set"
+            fs_size = (staging / fs_name).stat().st_size
+            if fs_size > MAX_FS_BYTES:
+                return f"{fs_name} is {fs_size} bytes: too large for a signature"
             try:
-                signing.verify_fs((staging / name).read_bytes(),
-                                  (staging / fs_name).read_bytes(), trusted=self._trust)
+                with mapped(staging / name) as data:
+                    signing.verify_fs(data, (staging / fs_name).read_bytes(),
+                                      trusted=self._trust)
             except signing.SignatureInvalid as exc:
                 return f"{name}: {exc}"
         return None
@@ -420,6 +503,15 @@ class ReplyPoller:
                 self._record_other(folder, set_key, name, parsed.application,
                                    f"{kind} of type {parsed.application}, delivered whole, "
                                    "not read by flad")
+                continue
+            size = source.stat().st_size
+            if size > MAX_READ_BYTES:
+                self.log.warning("reply_not_read", file=name, size=size,
+                                 reason=f"larger than the {MAX_READ_BYTES} bytes flad reads",
+                                 hint="delivered whole; read it in the inbox")
+                self._record_other(folder, set_key, name, parsed.application,
+                                   f"{size} bytes, larger than flad reads ({MAX_READ_BYTES}):"
+                                   " delivered whole, not read")
                 continue
             try:
                 reply = replyparse.parse_reply(source.read_bytes())
@@ -564,6 +656,22 @@ class ReplyPoller:
                           meaning=replyparse.RESULT_MEANINGS.get(result or -1),
                           forms=len(forms), blocking=blocking,
                           other=len(anomalies) - blocking, recorded=recorded)
+
+
+@contextmanager
+def mapped(path: Path) -> Iterator[bytes | memoryview]:
+    """A file's bytes through the page cache, without a copy in the process's memory:
+    a reply may be hundreds of MiB."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as whole:
+            view = memoryview(whole)
+            try:
+                yield view
+            finally:
+                view.release()
 
 
 def _delivery_order(files: dict[str, naming.FileName]) -> list[str]:

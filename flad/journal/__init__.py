@@ -19,7 +19,7 @@ below (`journal.SENT`, `journal.OPEN_STATES`, ...) are the public surface.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,13 @@ class Journal:
 
     def record_reply_removed(self, channel: str, folder: str, set_key: str) -> None:
         self._replies.record_reply_removed(channel, folder, set_key)
+
+    def set_replies_held(self, channel: str, folder: str,
+                         held: Mapping[str, tuple[str, str, int]]) -> None:
+        self._replies.set_replies_held(channel, folder, held)
+
+    def replies_held(self, channel: str | None = None) -> list[dict[str, Any]]:
+        return self._replies.replies_held(channel)
 
     def reply_sets(self) -> list[dict[str, Any]]:
         return self._replies.reply_sets()

@@ -184,11 +184,26 @@ def _replies_as_written(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _replies_held(db: sqlite3.Connection) -> None:
+    db.execute("""CREATE TABLE IF NOT EXISTS reply_held (
+        channel  TEXT NOT NULL,
+        folder   TEXT NOT NULL,
+        set_key  TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        detail   TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        since    REAL NOT NULL,
+        PRIMARY KEY (channel, folder, set_key)
+    )""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: submissions, events, sequence counters, reply sets, "
                  "channel state", _first_release),
     Migration(2, "replies as the platform writes them: receipt and notification details, "
                  "sent forms, reply rows", _replies_as_written),
+    Migration(3, "reply sets left on the server by the bounds (too large, space low)",
+              _replies_held),
 )
 #: The schema version this code reads and writes.
 LATEST = MIGRATIONS[-1].version
