@@ -16,8 +16,9 @@ SIZES = [0, 1, wire.READ_DATA - 1, wire.READ_DATA, wire.READ_DATA + 1, 3 * 1024 
 
 
 def test_many_files_arrive_whole_with_their_sizes(sshd: SshServer, tmp_path: Path) -> None:
-    contents = {f"OUTTEST/f{i:03d}": os.urandom(SIZES[i % len(SIZES)] + i)
-                for i in range(70)}  # more than one window of open files
+    # more than two windows of open files; the first 70 of every size
+    contents = {f"OUTTEST/f{i:03d}": os.urandom((SIZES[i % len(SIZES)] if i < 70 else 0) + i)
+                for i in range(2 * wire.MAX_OPEN_FILES + 5)}
     for remote, data in contents.items():
         (sshd.root / remote).write_bytes(data)
     local = tmp_path / "got"
@@ -30,6 +31,25 @@ def test_many_files_arrive_whole_with_their_sizes(sshd: SshServer, tmp_path: Pat
         assert channel.connections_opened == 1
     for remote, data in contents.items():
         assert (local / remote.split("/")[1]).read_bytes() == data
+
+
+def test_folders_listed_together_with_sizes(sshd: SshServer, tmp_path: Path) -> None:
+    """One listing per folder gives names and sizes; more names than one round of
+    READDIRs holds; folders are left out; a missing folder fails alone."""
+    from flad.remote.sftp import READDIRS_AHEAD
+
+    count = READDIRS_AHEAD * 100 + 150  # OpenSSH: up to 100 names per READDIR answer
+    for i in range(count):
+        (sshd.root / "OUT" / f"GO.{i:05d}").write_bytes(b"x" * (i % 7))
+    (sshd.root / "OUT" / "a-folder").mkdir()
+    with SftpChannel(settings_for(sshd, tmp_path)) as channel:
+        out, empty, missing = channel.listdirs(["OUT", "OUTTEST", "NOPE"])
+        assert out == [(f"GO.{i:05d}", i % 7) for i in range(count)]
+        assert empty == []
+        assert isinstance(missing, RemoteNotFound) and "NOPE" in str(missing)
+        assert channel.listdir("OUTTEST") == []  # the session is still usable
+        with pytest.raises(RemoteNotFound):
+            channel.listdir("NOPE")
 
 
 def test_one_bad_file_fails_alone(sshd: SshServer, tmp_path: Path) -> None:

@@ -94,18 +94,19 @@ class ReplyPoller:
         delivered = 0
         self.held = 0
         self.transport.ensure_connected()
-        for environment in self.channel.environments():
-            folder = REMOTE_OUT[environment]
-            try:
-                delivered += self._poll_folder(environment, folder)
-            except RemoteNotFound:
-                if folder not in OPTIONAL_FOLDERS:
-                    raise
-                # a server without OUTTEST-S: no error for the other environments
+        environments = self.channel.environments()
+        folders = [REMOTE_OUT[e] for e in environments]
+        listings = self.transport.listdirs(folders)  # one round of requests for all
+        for environment, folder, listing in zip(environments, folders, listings,
+                                                strict=True):
+            if isinstance(listing, RemoteNotFound) and folder in OPTIONAL_FOLDERS:
+                continue  # a server without OUTTEST-S: no error for the other environments
+            if isinstance(listing, TransportError):
+                raise listing
+            delivered += self._poll_folder(environment, folder, dict(listing))
         return delivered
 
-    def _poll_folder(self, environment: str, folder: str) -> int:
-        listing = dict(self.transport.listdir(folder))
+    def _poll_folder(self, environment: str, folder: str, listing: dict[str, int]) -> int:
         sets: dict[str, dict[str, naming.FileName]] = defaultdict(dict)
         # a reply dated later than today is refused (ACRF-111); a day of slack for the
         # platform's time zone (Brussels) against this machine's

@@ -45,6 +45,11 @@ class Remote(Protocol):
         """(name, size) of the files in a remote folder, sorted by name."""
         ...
 
+    def listdirs(self, remote_dirs: Sequence[str]
+                 ) -> list[list[tuple[str, int]] | TransportError]:
+        """Several folders listed together: each one's listing, or its own error."""
+        ...
+
     def list_remote_folders(self) -> list[str]: ...
 
     def get_file(self, remote: str, local: Path) -> int:
