@@ -78,7 +78,7 @@ def test_a_reply_over_max_reply_bytes_stays_on_the_server(
     assert big[0] in too_large[0]["reason"] and str(200 * MIB) in too_large[0]["reason"]
     assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(big)
     assert sorted(os.listdir(inst.inbox / "test")) == sorted(small)
-    assert not os.listdir(inst.inbox / ".incoming")  # nothing of it was fetched
+    assert not [p for p in (inst.inbox / ".incoming").rglob("*") if not p.is_dir()]
     assert main(["status", "-c", str(inst.config_path)]) == 0
     out = capsys.readouterr().out
     assert "1 reply set(s) left on the server" in out

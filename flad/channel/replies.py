@@ -17,7 +17,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -130,8 +130,8 @@ class ReplyPoller:
         count = 0
         held: dict[str, tuple[str, str, int]] = {}
         for start in range(0, len(order), SETS_TOGETHER):
-            if start and self.between_slices is not None:
-                self.between_slices()
+            if start:
+                self._let_uploads_through()
             count += self._poll_sets(environment, folder, order[start:start + SETS_TOGETHER],
                                      complete, listing, held)
         self.journal.set_replies_held(self.channel.name, folder, held)
@@ -154,6 +154,8 @@ class ReplyPoller:
         allowed = self._within_bounds(folder, [k for k in keys if states[k] is None],
                                       complete, listing, held)
         fetched = self._fetch_together(folder, allowed, complete, listing)
+        if fetched:
+            self._let_uploads_through()  # the local work of the slice is next
         for set_key in keys:
             if states[set_key] == "removed":
                 self._seen_before(folder, set_key, complete[set_key])
@@ -164,7 +166,7 @@ class ReplyPoller:
         if staged:
             with self.journal.batch():  # correlation is idempotent: a crash repeats it
                 for set_key in staged:
-                    self._correlate(folder, set_key, self._staging(folder, set_key),
+                    self._correlate(folder, set_key, self._staging(folder),
                                     complete[set_key])
                     self.journal.record_reply_set(self.channel.name, folder, set_key,
                                                   _delivery_order(complete[set_key]),
@@ -184,9 +186,17 @@ class ReplyPoller:
                               files=_delivery_order(complete[set_key]))
                 faults.point("after_reply_delivery")
         if self.channel.remove_after_download:
+            if moved:
+                self._let_uploads_through()
             self._remove_together(folder, {k: complete[k] for k in keys
                                            if k in moved or states[k] == "delivered"})
         return len(moved)
+
+    def _let_uploads_through(self) -> None:
+        """A file dropped during a long poll waits for a step of a slice, not for the
+        backlog: the worker uploads what is ready (the `between_slices` hook)."""
+        if self.between_slices is not None:
+            self.between_slices()
 
     def _within_bounds(self, folder: str, keys: list[str],
                        complete: dict[str, dict[str, naming.FileName]],
@@ -269,15 +279,24 @@ class ReplyPoller:
         """The fetched sets made durable in their staging folders, checked and unpacked;
         the keys of those that may be delivered, in order."""
         ready: list[str] = []
+        bulk = durable.can_sync_filesystem()
+        if keys and bulk:
+            try:  # every file and staging folder of the slice, in one call
+                durable.sync_filesystem(self.channel.inbox / INCOMING)
+            except OSError as exc:
+                for set_key in keys:
+                    self._discard(folder, set_key, complete[set_key])
+                    self._delivery_failed(folder, set_key, exc, self.channel.inbox / INCOMING)
+                return []
+        staging = self._staging(folder)
         for set_key in keys:
             files = complete[set_key]
-            staging = self._staging(folder, set_key)
             try:
-                if not self._download(folder, set_key, files, sizes, staging):
+                if not self._download(folder, set_key, files, sizes, staging, synced=bulk):
                     continue
                 self._unpack(folder, set_key, staging, files)
             except OSError as exc:
-                shutil.rmtree(staging, ignore_errors=True)
+                self._discard(folder, set_key, files)
                 self._delivery_failed(folder, set_key, exc, staging)
                 continue
             self.log.info("reply_downloaded", folder=folder, set_key=set_key,
@@ -297,14 +316,18 @@ class ReplyPoller:
         inbox = self.channel.inbox / environment
         failed: set[str] = set()
         gos = {k: [n for n, p in complete[k].items() if p.type == "GO"] for k in keys}
+        sources = {k: self._legacy_staging(folder, k) for k in keys}
         try:
             inbox.mkdir(parents=True, exist_ok=True)
             for set_key in keys:
-                staging = self._staging(folder, set_key)
+                if not sources[set_key].is_dir():  # staged by this version: shared folder
+                    sources[set_key] = self._staging(folder)
+                staging = sources[set_key]
                 try:
-                    staged = sorted(os.listdir(staging)) if staging.exists() else []
+                    staged = (sorted(os.listdir(staging)) if staging != self._staging(folder)
+                              else self._staged_names(complete[set_key]))
                     for name in staged:
-                        if name not in gos[set_key]:
+                        if name not in gos[set_key] and (staging / name).exists():
                             os.replace(staging / name, inbox / name)
                 except OSError as exc:
                     failed.add(set_key)
@@ -312,7 +335,7 @@ class ReplyPoller:
             durable.fsync_dir(inbox)  # every data file is in place before any GO
             faults.point("between_reply_renames")
             for set_key in [k for k in keys if k not in failed]:
-                staging = self._staging(folder, set_key)
+                staging = sources[set_key]
                 try:
                     for name in gos[set_key]:
                         if (staging / name).exists():
@@ -328,7 +351,8 @@ class ReplyPoller:
             return []
         moved = [k for k in keys if k not in failed]
         for set_key in moved:
-            shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)  # empty now
+            if sources[set_key] != self._staging(folder):  # a set staged before 20
+                shutil.rmtree(sources[set_key], ignore_errors=True)  # empty now
         return moved
 
     def _delivery_failed(self, folder: str, set_key: str, exc: OSError, where: Path) -> None:
@@ -345,19 +369,21 @@ class ReplyPoller:
         (another client took it) or changed meanwhile skips its set for this poll only."""
         items: list[tuple[str, int, Path]] = []
         owner: list[str] = []
+        staging = self._staging(folder)
         try:
+            if keys:
+                staging.mkdir(parents=True, exist_ok=True)
             for set_key in keys:
-                staging = self._staging(folder, set_key)
-                if staging.exists():
-                    shutil.rmtree(staging)  # a download a crash interrupted
-                staging.mkdir(parents=True)
+                self._discard(folder, set_key, complete[set_key])  # a download a crash interrupted
                 for name in sorted(complete[set_key]):
                     items.append((f"{folder}/{name}", listing[name], staging / name))
                     owner.append(set_key)
-            results = self.transport.get_files(items) if items else []
+            # one syncfs for the slice (in `_stage`) where there is one, else each file
+            results = (self.transport.get_files(items, sync=not durable.can_sync_filesystem())
+                       if items else [])
         except OSError as exc:  # local (a full disk, an unwritable inbox): nothing removed
             for set_key in keys:
-                shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
+                self._discard(folder, set_key, complete[set_key])
             self.failures += len(keys)
             self.log.error("reply_delivery_failed", folder=folder, sets=len(keys),
                            path=str(exc.filename or self.channel.inbox / INCOMING),
@@ -374,11 +400,33 @@ class ReplyPoller:
                                  error=str(result), hint="skipped for this poll")
             faults.point("during_reply_download")
         for set_key in failed:
-            shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
+            self._discard(folder, set_key, complete[set_key])
         return set(keys) - set(failed)
 
-    def _staging(self, folder: str, set_key: str) -> Path:
+    def _staging(self, folder: str) -> Path:
+        """Where the sets of a remote folder are downloaded and checked: one folder for
+        all of them (reply names are unique there), so that a set costs no folder of its
+        own to make, sync and remove."""
+        return self.channel.inbox / INCOMING / folder
+
+    def _legacy_staging(self, folder: str, set_key: str) -> Path:
+        """A set's own staging folder, as flad made them before issue 20: a set a crash
+        left `delivering` there is finished from it."""
         return self.channel.inbox / INCOMING / f"{folder}.{set_key}"
+
+    @staticmethod
+    def _staged_names(files: dict[str, naming.FileName]) -> list[str]:
+        """The names a set may have in staging: its files, and what a CO unpacked to."""
+        return sorted([*files, *(replyunpack.unpacked_name(n) for n, p in files.items()
+                                 if p.type == "CO")])
+
+    def _discard(self, folder: str, set_key: str, files: dict[str, naming.FileName]) -> None:
+        """What is staged of a set that will not be delivered from there: removed."""
+        shutil.rmtree(self._legacy_staging(folder, set_key), ignore_errors=True)
+        staging = self._staging(folder)
+        for name in self._staged_names(files):
+            with suppress(OSError):
+                (staging / name).unlink(missing_ok=True)
 
     def _remove_together(self, folder: str,
                          sets: dict[str, dict[str, naming.FileName]]) -> None:
@@ -405,13 +453,14 @@ class ReplyPoller:
             self.log.info("reply_removed", folder=folder, set_key=set_key)
 
     def _download(self, folder: str, set_key: str, files: dict[str, naming.FileName],
-                  sizes: dict[str, int], staging: Path) -> bool:
-        """The set, fetched into its staging folder, made durable and checked; False when
-        it must not be delivered."""
+                  sizes: dict[str, int], staging: Path, *, synced: bool) -> bool:
+        """The set, fetched into its staging folder, made durable (unless `synced`: the
+        whole file system was) and checked; False when it must not be delivered."""
         for name in files:
             if not (staging / name).is_file() or (staging / name).stat().st_size != sizes[name]:
                 raise OSError(0, f"{name} is not whole in {staging}")
-        durable.fsync_dir(staging)
+        if not synced:
+            durable.fsync_dir(staging)
         faults.point("after_reply_download")
         problem = self._verify(staging, files)
         if problem is not None:
@@ -419,7 +468,7 @@ class ReplyPoller:
                 self._warned.add(set_key)
                 self.log.error("reply_untrusted", folder=folder, set_key=set_key,
                                reason=problem)
-            shutil.rmtree(staging, ignore_errors=True)
+            self._discard(folder, set_key, files)
             self.failures += 1
             return False
         return True

@@ -56,7 +56,7 @@ class Remote(Protocol):
         """Download into `local` (replaced), synced, its size checked."""
         ...
 
-    def get_files(self, items: Sequence[tuple[str, int, Path]]
+    def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
                   ) -> list[int | TransportError]:
         """Download (remote, listed size, local path) together; per item its size or
         the error that concerns it alone."""

@@ -528,23 +528,24 @@ class SftpChannel:
                         self._checked(replies, in_flight.popleft(), remote)
         return written
 
-    def get_files(self, items: Sequence[tuple[str, int, Path]]
+    def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
                   ) -> list[int | PermanentTransportError | TransportError]:
         """Download many files together: (remote, expected size, local path) each.
 
         Opens, reads and closes of many files are in flight at once (bounded in open
         files, bytes and requests), so a batch of small replies costs a few round trips
-        instead of several per file. Each local file is written whole and synced. Per
+        instead of several per file. Each local file is written whole and synced
+        (without `sync`, the caller makes them durable: one syncfs for them all). Per
         item the result is its size, or the error that concerns it alone (not found,
         permission, a size other than the one listed), so one bad file never fails the
         others; a lost connection raises.
         """
         results: list[int | PermanentTransportError | TransportError] = []
         for start in range(0, len(items), wire.MAX_OPEN_FILES):
-            results += self._get_window(items[start:start + wire.MAX_OPEN_FILES])
+            results += self._get_window(items[start:start + wire.MAX_OPEN_FILES], sync)
         return results
 
-    def _get_window(self, items: Sequence[tuple[str, int, Path]]
+    def _get_window(self, items: Sequence[tuple[str, int, Path]], sync: bool
                     ) -> list[int | PermanentTransportError | TransportError]:
         results: list[int | PermanentTransportError | TransportError] = [0] * len(items)
         with self._lock:
@@ -595,8 +596,9 @@ class SftpChannel:
                         f"get {remote} from {self._where}: received {received[i]} bytes, "
                         f"the listing said {expected} (the file changed meanwhile)")
                     continue
-                with open(local, "rb") as f:
-                    os.fsync(f.fileno())
+                if sync:
+                    with open(local, "rb") as f:
+                        os.fsync(f.fileno())
                 results[i] = received[i]
             self._log.info("sftp_get", files=len(items), first=items[0][0],
                            bytes=sum(r for r in results if isinstance(r, int)),
