@@ -35,8 +35,10 @@ from flad.replyparse import Reply, ReplyForm
 DATA_TYPES = ("FO", "CO")
 INCOMING = ".incoming"
 #: Reply sets fetched, delivered and removed together: enough to fill a long link's
-#: round trips, few enough that the first set is delivered early.
-SETS_TOGETHER = 32
+#: round trips (a slice costs about four whatever its size: 50 sets fit one window of
+#: open files), few enough that the first set is delivered early and that a file
+#: dropped meanwhile waits for a step of a slice at most.
+SETS_TOGETHER = 50
 #: A receipt or notification larger than this is delivered but not parsed: its tree
 #: would take several times its size in memory (real ones are kilobytes).
 MAX_READ_BYTES = 32 * 1024 * 1024

@@ -619,7 +619,7 @@ class SftpChannel:
             size = items[i][1]
             for offset in range(0, size, wire.READ_DATA):
                 wanted.append((i, offset, min(wire.READ_DATA, size - offset)))
-            wanted.append((i, size, wire.READ_DATA))  # the end must be there: EOF
+            wanted.append((i, size, 1))  # the end must be there: EOF (a byte: it grew)
         ended: set[int] = set()
         in_flight: deque[tuple[int, int, int, int]] = deque()  # (num, item, offset, length)
         flying = 0

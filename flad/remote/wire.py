@@ -107,9 +107,11 @@ READ_DATA = 2**15
 #: Unacknowledged read data across a batch of downloads, and how many files are open
 #: at once: enough to keep a long link busy, bounded whatever the number of replies.
 #: Each window of open files costs three round trips (open, read, close): a slice of
-#: 32 reply sets (96 files) fits one. OpenSSH's sftp-server takes as many handles as
+#: 50 reply sets (150 files) fits one. OpenSSH's sftp-server takes as many handles as
 #: it has file descriptors (about 1,000).
 READ_BYTES_IN_FLIGHT = 1024 * 1024
-MAX_READS_IN_FLIGHT = 64
-MAX_OPEN_FILES = 100
+#: A window of small replies is two reads per file (the data, then the end): all of
+#: them go out at once; larger files are held back by READ_BYTES_IN_FLIGHT.
+MAX_READS_IN_FLIGHT = 256
+MAX_OPEN_FILES = 160
 
