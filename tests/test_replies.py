@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -58,6 +59,9 @@ def test_full_set_is_delivered_go_last_and_removed(tmp_path: Path, sshd: SshServ
     assert ctimes[names[-1]] >= max(ctimes.values())
     renames = [e for e in logs if e["event"] == "reply_delivered"]
     assert renames and renames[0]["files"][-1].startswith("GO.")
+    downloaded = next(e for e in logs if e["event"] == "reply_downloaded")
+    assert downloaded["sha256"] == {n: hashlib.sha256((inbox / n).read_bytes()).hexdigest()
+                                    for n in names}  # hashed as it streamed
     assert not [p for p in (inst.inbox / ".incoming").rglob("*") if not p.is_dir()]
     assert poll(inst) == 0  # nothing twice
     # the GO was removed first on the server: a half-removed set never looks complete

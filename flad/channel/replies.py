@@ -30,6 +30,7 @@ from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
 from flad.remote import Remote, RemoteNotFound, TransportError
+from flad.remote.protocol import Downloaded
 from flad.replyparse import Reply, ReplyForm
 
 DATA_TYPES = ("FO", "CO")
@@ -164,7 +165,7 @@ class ReplyPoller:
         # absent and fetched: checked and staged; `delivering`: a crash interrupted its
         # move into the inbox, finished from what is still staged, never downloaded again
         staged = self._stage(folder, [k for k in keys if states[k] is None and k in fetched],
-                             complete, listing, started)
+                             complete, listing, started, fetched)
         if staged:
             with self.journal.batch():  # correlation is idempotent: a crash repeats it
                 for set_key in staged:
@@ -277,7 +278,7 @@ class ReplyPoller:
 
     def _stage(self, folder: str, keys: list[str],
                complete: dict[str, dict[str, naming.FileName]], sizes: dict[str, int],
-               started: float) -> list[str]:
+               started: float, digests: dict[str, dict[str, str]]) -> list[str]:
         """The fetched sets made durable in their staging folders, checked and unpacked;
         the keys of those that may be delivered, in order."""
         ready: list[str] = []
@@ -302,7 +303,7 @@ class ReplyPoller:
                 self._delivery_failed(folder, set_key, exc, staging)
                 continue
             self.log.info("reply_downloaded", folder=folder, set_key=set_key,
-                          files=_delivery_order(files),
+                          files=_delivery_order(files), sha256=digests[set_key],
                           duration_ms=int((time.monotonic() - started) * 1000))
             ready.append(set_key)
         return ready
@@ -365,10 +366,11 @@ class ReplyPoller:
 
     def _fetch_together(self, folder: str, keys: list[str],
                         complete: dict[str, dict[str, naming.FileName]],
-                        listing: dict[str, int]) -> set[str]:
+                        listing: dict[str, int]) -> dict[str, dict[str, str]]:
         """Download the files of new sets in one pipelined batch into their staging
-        folders; the sets whose every file arrived whole. A file gone from the server
-        (another client took it) or changed meanwhile skips its set for this poll only."""
+        folder; the sets whose every file arrived whole, with the SHA-256 of each file
+        (hashed as it streamed). A file gone from the server (another client took it)
+        or changed meanwhile skips its set for this poll only."""
         items: list[tuple[str, int, Path]] = []
         owner: list[str] = []
         staging = self._staging(folder)
@@ -391,9 +393,12 @@ class ReplyPoller:
                            path=str(exc.filename or self.channel.inbox / INCOMING),
                            error=exc.strerror or str(exc),
                            hint="nothing is removed from the server; tried again next poll")
-            return set()
+            return {}
         failed: dict[str, str] = {}
+        digests: dict[str, dict[str, str]] = {k: {} for k in keys}
         for (remote, _, _), set_key, result in zip(items, owner, results, strict=True):
+            if isinstance(result, Downloaded):
+                digests[set_key][remote.rsplit("/", 1)[-1]] = result.sha256
             if isinstance(result, TransportError) and set_key not in failed:
                 failed[set_key] = str(result)
                 event = ("reply_vanished" if isinstance(result, RemoteNotFound)
@@ -403,7 +408,7 @@ class ReplyPoller:
             faults.point("during_reply_download")
         for set_key in failed:
             self._discard(folder, set_key, complete[set_key])
-        return set(keys) - set(failed)
+        return {k: v for k, v in digests.items() if k not in failed}
 
     def _staging(self, folder: str) -> Path:
         """Where the sets of a remote folder are downloaded and checked: one folder for

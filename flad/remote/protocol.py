@@ -8,11 +8,20 @@ few operations a transfer point offers. Errors are those of `flad.remote.errors`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from flad.remote.errors import TransportError
 from flad.remote.wire import PutSource
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A file `get_files` wrote whole: its size and the SHA-256 of what was written."""
+
+    size: int
+    sha256: str
 
 
 class Remote(Protocol):
@@ -57,7 +66,7 @@ class Remote(Protocol):
         ...
 
     def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
-                  ) -> list[int | TransportError]:
+                  ) -> list[Downloaded | TransportError]:
         """Download (remote, listed size, local path) together; per item its size or
         the error that concerns it alone."""
         ...

@@ -79,6 +79,7 @@ from flad.remote.paramiko_compat import (
     incompatible,
     server_limits,
 )
+from flad.remote.protocol import Downloaded
 from flad.remote.proxy import ProxySettings
 
 log = structlog.get_logger("flad.remote")
@@ -529,25 +530,28 @@ class SftpChannel:
         return written
 
     def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
-                  ) -> list[int | PermanentTransportError | TransportError]:
+                  ) -> list[Downloaded | PermanentTransportError | TransportError]:
         """Download many files together: (remote, expected size, local path) each.
 
         Opens, reads and closes of many files are in flight at once (bounded in open
         files, bytes and requests), so a batch of small replies costs a few round trips
         instead of several per file. Each local file is written whole and synced
         (without `sync`, the caller makes them durable: one syncfs for them all). Per
-        item the result is its size, or the error that concerns it alone (not found,
+        item the result is its size and SHA-256 (hashed as it streams to disk: a reply
+        is never held whole in memory), or the error that concerns it alone (not found,
         permission, a size other than the one listed), so one bad file never fails the
         others; a lost connection raises.
         """
-        results: list[int | PermanentTransportError | TransportError] = []
+        results: list[Downloaded | PermanentTransportError | TransportError] = []
         for start in range(0, len(items), wire.MAX_OPEN_FILES):
             results += self._get_window(items[start:start + wire.MAX_OPEN_FILES], sync)
         return results
 
     def _get_window(self, items: Sequence[tuple[str, int, Path]], sync: bool
-                    ) -> list[int | PermanentTransportError | TransportError]:
-        results: list[int | PermanentTransportError | TransportError] = [0] * len(items)
+                    ) -> list[Downloaded | PermanentTransportError | TransportError]:
+        results: list[Downloaded | PermanentTransportError | TransportError] = [
+            Downloaded(0, "") for _ in items]
+        hashes = {i: wire.InOrderHash() for i in range(len(items))}
         with self._lock:
             sftp = self._client()
             started = time.monotonic()
@@ -573,7 +577,7 @@ class SftpChannel:
                     for i in handles:
                         fds[i] = os.open(items[i][2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                                          | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-                    received = self._read_all(replies, items, handles, fds)
+                    received = self._read_all(replies, items, handles, fds, hashes)
                     with self._remote("get", names):
                         closes = [replies.send(CMD_CLOSE, handle) for handle in handles.values()]
                         for num, i in zip(closes, handles, strict=True):
@@ -599,14 +603,15 @@ class SftpChannel:
                 if sync:
                     with open(local, "rb") as f:
                         os.fsync(f.fileno())
-                results[i] = received[i]
+                results[i] = Downloaded(received[i], hashes[i].hexdigest())
             self._log.info("sftp_get", files=len(items), first=items[0][0],
-                           bytes=sum(r for r in results if isinstance(r, int)),
+                           bytes=sum(r.size for r in results if isinstance(r, Downloaded)),
                            duration_ms=round((time.monotonic() - started) * 1000))
             return results
 
     def _read_all(self, replies: Replies, items: Sequence[tuple[str, int, Path]],
-                  handles: dict[int, bytes], fds: dict[int, int]) -> dict[int, int]:
+                  handles: dict[int, bytes], fds: dict[int, int],
+                  hashes: dict[int, wire.InOrderHash]) -> dict[int, int]:
         """Every open file read up to its listed size, reads pipelined across files.
 
         A server may answer a read with less than asked: the rest is asked again. One read
@@ -652,6 +657,7 @@ class SftpChannel:
                     local = exc
                     continue
                 received[i] += len(data)
+                hashes[i].add(offset, data)
                 if len(data) < length:  # a short answer: ask for the rest
                     wanted.appendleft((i, offset + len(data), length - len(data)))
         if local is not None:

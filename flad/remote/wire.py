@@ -10,6 +10,7 @@ one SSH packet, the size every server accepts.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,35 @@ def send_view(channel: paramiko.Channel, data: bytes | memoryview) -> None:
         if sent <= 0:
             raise EOFError("the SFTP channel closed during a write")
         view = view[sent:]
+
+
+class InOrderHash:
+    """SHA-256 of a file downloaded by pipelined reads, fed as the answers come.
+
+    Answers to a file's reads come in the order asked, except after a short answer
+    (the rest is asked again, behind reads already in flight): a piece that comes
+    early waits here until the bytes before it are in. What waits is bounded by the
+    reads in flight, never the file.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._at = 0
+        self._early: dict[int, bytes] = {}
+
+    def add(self, offset: int, data: bytes) -> None:
+        if offset != self._at:
+            self._early[offset] = data
+            return
+        self._hash.update(data)
+        self._at += len(data)
+        while self._at in self._early:
+            piece = self._early.pop(self._at)
+            self._hash.update(piece)
+            self._at += len(piece)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 #: Data per read request: one SSH packet's worth, the size every server answers whole.
