@@ -98,6 +98,8 @@ class ChannelConfig:
     applications: tuple[ApplicationConfig, ...]
     noss_number: str | None = None
     """The company's own ONSS registration number (9 digits), when configured."""
+    max_reply_bytes: int = 200 * 1024 * 1024
+    """A reply file larger than this (by the server's listing) is left on the server."""
 
     def application(self, name: str) -> ApplicationConfig | None:
         return next((a for a in self.applications if a.name == name), None)
@@ -127,6 +129,9 @@ class DaemonConfig:
     cert_warn_days: int = 30
     #: where the metrics endpoint (/metrics, /healthz, /readyz) listens; None: off
     metrics_listen: ListenAddress | None = None
+    #: free space kept on the inbox's and the state folder's file systems: a reply set
+    #: that would leave less stays on the server
+    min_free_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -320,7 +325,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
                           "auth_retry_minutes", "error_codes", "cert_warn_days",
-                          "metrics_listen", "metrics_listen_public"})
+                          "metrics_listen", "metrics_listen_public", "min_free_bytes"})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -339,6 +344,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         error_codes=_error_codes(r, t, p),
         cert_warn_days=int(r.positive(t, p, "cert_warn_days", 30)),
         metrics_listen=_metrics_listen(r, t, p),
+        min_free_bytes=_byte_count(r, t, p, "min_free_bytes", 1024**3, allow_zero=True),
     )
 
 
@@ -360,6 +366,18 @@ def _metrics_listen(r: _Reader, t: Mapping[str, Any], p: str) -> ListenAddress |
                   "metrics_listen_public = true to open it on purpose")
         return None
     return address
+
+
+def _byte_count(r: _Reader, t: Mapping[str, Any], p: str, key: str, default: int, *,
+                allow_zero: bool = False) -> int:
+    """A number of bytes, a whole number (0 only where it means "no floor")."""
+    value = r.get(t, p, key, int, default)
+    assert value is not None
+    if value < 0 or (value == 0 and not allow_zero):
+        r.problem(f"{p}{key}", f"must be {'0 or more' if allow_zero else 'greater than 0'}"
+                  f", got {value}")
+        return default
+    return value
 
 
 def _error_codes(r: _Reader, t: Mapping[str, Any], p: str) -> Path | None:
@@ -384,7 +402,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
                           "outbox", "inbox",
                           "production", "mandates", "sign_test_files", "fs_line_format",
                           "reply_trust", "remove_after_download", "poll_seconds", "sftp",
-                          "signing", "application"})
+                          "signing", "application", "max_reply_bytes"})
     quality = r.choice(t, p, "quality", identity.QUALITIES, None) or ""
     company_raw = r.text(t, p, "company_id", required=True)
     company_id = ""
@@ -465,6 +483,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         remove_after_download=bool(r.get(t, p, "remove_after_download", bool, True)),
         poll_seconds=r.positive(t, p, "poll_seconds", 60.0),
         sftp=sftp, signing=signing, applications=tuple(apps), noss_number=noss_number,
+        max_reply_bytes=_byte_count(r, t, p, "max_reply_bytes", 200 * 1024 * 1024),
     )
 
 

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from flad import keyfiles
@@ -473,7 +474,7 @@ def _check_signing_certificate(attrs: dict[str, Any], signer: x509.Certificate) 
 
 
 def _check_signature(
-    signer_info: Any, signer: x509.Certificate, digest: str, signed: bytes
+    signer_info: Any, signer: x509.Certificate, digest: str, signed: bytes | memoryview
 ) -> None:
     """The signature value over `signed`, with the algorithm the SignerInfo states."""
     algorithm = signer_info["signature_algorithm"]
@@ -489,7 +490,7 @@ def _check_signature(
         if name in _RSA_SIGNATURES:
             if not isinstance(public_key, rsa.RSAPublicKey):
                 raise SignatureInvalid(f"signature algorithm {name} needs an RSA certificate")
-            public_key.verify(signature, signed, padding.PKCS1v15(), hash_algorithm)
+            public_key.verify(signature, *_message(signed, padding.PKCS1v15(), hash_algorithm))
         elif name == "rsassa_pss":
             if not isinstance(public_key, rsa.RSAPublicKey):
                 raise SignatureInvalid("RSA-PSS signature needs an RSA certificate")
@@ -500,15 +501,32 @@ def _check_signature(
                 raise SignatureInvalid(f"unsupported PSS mask generation {mgf['algorithm'].native}")
             mgf_hash = _DIGESTS[_digest_name(mgf["parameters"], "PSS MGF1 hash")]()
             pss = padding.PSS(mgf=padding.MGF1(mgf_hash), salt_length=params["salt_length"].native)
-            public_key.verify(signature, signed, pss, pss_hash)
+            public_key.verify(signature, *_message(signed, pss, pss_hash))
         elif name in _ECDSA_SIGNATURES or oid == _EC_PUBLIC_KEY_OID:
             if not isinstance(public_key, ec.EllipticCurvePublicKey):
                 raise SignatureInvalid(f"signature algorithm {name} needs an EC certificate")
-            public_key.verify(signature, signed, ec.ECDSA(hash_algorithm))
+            message, chosen = _prehashed(signed, hash_algorithm)
+            public_key.verify(signature, message, ec.ECDSA(chosen))
         else:
             raise SignatureInvalid(f"unsupported signature algorithm {name}")
     except InvalidSignature:
         raise SignatureInvalid("signature does not verify with the signer's public key") from None
+
+
+def _prehashed(signed: bytes | memoryview, algorithm: hashes.HashAlgorithm
+               ) -> tuple[bytes, hashes.HashAlgorithm | Prehashed]:
+    """Bytes go to the key as they are; a view of a mapped file is hashed here first
+    (the keys take bytes, and a copy of a large reply is what the view avoids)."""
+    if isinstance(signed, bytes):
+        return signed, algorithm
+    return hashlib.new(algorithm.name.replace("-", "_"), signed).digest(), Prehashed(algorithm)
+
+
+def _message(signed: bytes | memoryview, pad: padding.AsymmetricPadding,
+             algorithm: hashes.HashAlgorithm
+             ) -> tuple[bytes, padding.AsymmetricPadding, hashes.HashAlgorithm | Prehashed]:
+    message, chosen = _prehashed(signed, algorithm)
+    return message, pad, chosen
 
 
 def _is_trusted(signer: x509.Certificate, trusted: Sequence[x509.Certificate]) -> bool:
@@ -524,7 +542,7 @@ def _is_trusted(signer: x509.Certificate, trusted: Sequence[x509.Certificate]) -
 
 
 def _verify_signer_info(
-    data: bytes,
+    data: bytes | memoryview,
     signer_info: Any,
     candidates: list[_Candidate],
     content_type: str,
@@ -556,7 +574,7 @@ def _verify_signer_info(
         _check_signing_certificate(attrs, signer)
         # The signature covers the attributes' DER as a SET, not their [0] IMPLICIT tag.
         encoded = signed_attrs.dump()
-        signed = b"\x31" + encoded[1:]
+        signed: bytes | memoryview = b"\x31" + encoded[1:]
     else:
         signed = data
     _check_signature(signer_info, signer, digest, signed)
@@ -569,13 +587,15 @@ def _verify_signer_info(
 
 
 def verify_fs(
-    data: bytes,
+    data: bytes | memoryview,
     fs: bytes,
     *,
     certificate: x509.Certificate | None = None,
     trusted: Sequence[x509.Certificate] = (),
 ) -> VerifiedSignature:
     """Check that the FS file `fs` is a valid detached signature of `data`.
+
+    `data` may be a view of a mapped file: a large reply is checked without a copy.
 
     `certificate`: the signer must be exactly this certificate. `trusted`: the signer
     must be one of these or be directly issued by one. Unsigned attributes (CAdES-T

@@ -52,6 +52,29 @@ def _short(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+#: Sets left on the server named one by one in `flad status`, per channel; then a count.
+HELD_SHOWN = 10
+
+
+def held_notices(held: Sequence[dict[str, Any]]) -> list[str]:
+    """Header lines for the reply sets the bounds leave on the server (max_reply_bytes,
+    min_free_bytes): nobody fetches them until someone acts."""
+    by_channel: dict[str, list[dict[str, Any]]] = {}
+    for row in held:
+        by_channel.setdefault(str(row["channel"]), []).append(row)
+    lines = []
+    for channel, rows in by_channel.items():
+        lines.append(f"WARNING: channel {channel}: {len(rows)} reply set(s) left on the "
+                     "server (too large or too little free space):")
+        for row in rows[:HELD_SHOWN]:
+            lines.append(f"    {row['folder']}/{printable(str(row['set_key']))}: "
+                         f"{row['reason']}: {printable(str(row['detail']))} "
+                         f"(since {_short(row['since'])})")
+        if len(rows) > HELD_SHOWN:
+            lines.append(f"    ... and {len(rows) - HELD_SHOWN} more")
+    return lines
+
+
 def render(subs: Sequence[Submission], channels: Sequence[ChannelState],
            notices: Sequence[str] = ()) -> str:
     lines = list(notices)  # certificates near their end, first

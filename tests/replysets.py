@@ -133,7 +133,9 @@ def poll(inst: Install) -> int:
     db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
     transport = SftpChannel(cfg.channels[0].sftp)
     try:
-        return ReplyPoller(cfg.channels[0], db, transport).poll()
+        return ReplyPoller(cfg.channels[0], db, transport,
+                           min_free_bytes=cfg.daemon.min_free_bytes,
+                           state_dir=cfg.daemon.state_dir).poll()
     finally:
         transport.close()
         db.close()

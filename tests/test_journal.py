@@ -334,3 +334,52 @@ def test_a_spool_path_taken_twice_finds_the_latest_submission(db: Journal) -> No
     found = db.by_spool_path("/spool/x_a.xml")
     assert found is not None and found.id == second
     assert db.by_spool_path("/spool/other.xml") is None
+def test_a_batch_is_one_commit_its_reads_see_its_writes(tmp_path: Path) -> None:
+    """Journal.batch (issue 20): the records of a slice of reply sets in one commit."""
+    path = tmp_path / "j.sqlite3"
+    db = Journal(path)
+    other = Journal(path, readonly=True)  # what flad status sees meanwhile
+    try:
+        with db.batch():
+            db.record_reply_set("c", "OUT", "A", ["GO.A"], "delivering")
+            with db.batch():  # a batch inside a batch joins it
+                db.record_reply_set("c", "OUT", "B", ["GO.B"], "delivering")
+            assert db.reply_set_state("c", "OUT", "A") == "delivering"  # its own writes
+            assert other.reply_set_state("c", "OUT", "A") is None  # not committed yet
+        assert other.reply_set_state("c", "OUT", "B") == "delivering"
+        with pytest.raises(RuntimeError), db.batch():
+            db.record_reply_set("c", "OUT", "C", ["GO.C"], "delivering")
+            db.record_reply_removed("c", "OUT", "A")
+            raise RuntimeError("a crash of the block")
+        assert db.reply_set_state("c", "OUT", "C") is None  # nothing of it stays
+        assert db.reply_set_state("c", "OUT", "A") == "delivering"
+        seen: list[str | None] = []
+        with db.batch():  # another thread's writes wait for the batch, its reads do not
+            db.record_reply_set("c", "OUT", "D", ["GO.D"], "delivering")
+            writer = threading.Thread(
+                target=db.record_reply_set, args=("c", "OUT", "E", ["GO.E"], "delivering"))
+            reader = threading.Thread(
+                target=lambda: seen.append(db.reply_set_state("c", "OUT", "D")))
+            writer.start()
+            reader.start()
+            reader.join(10)
+            writer.join(0.2)
+            assert writer.is_alive() and seen == [None]
+        writer.join(10)
+        assert db.reply_set_state("c", "OUT", "E") == "delivering"
+    finally:
+        other.close()
+        db.close()
+
+
+def test_sync_filesystem_syncs_or_says_why(tmp_path: Path) -> None:
+    from flad import durable
+
+    if not durable.can_sync_filesystem():
+        with pytest.raises(OSError):
+            durable.sync_filesystem(tmp_path)
+        return
+    durable.sync_filesystem(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        (tmp_path / "f").write_bytes(b"x")
+        durable.sync_filesystem(tmp_path / "f")

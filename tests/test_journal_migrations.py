@@ -190,7 +190,7 @@ def test_a_previous_release_journal_opens_with_every_row_state_and_number(
         migrated = [(e["from_version"], e["to_version"]) for e in logs
                     if e["event"] == "journal_migrated"]
         assert migrated == [(m.version - 1, m.version) for m in schema.MIGRATIONS]
-        assert user_version(path) == schema.LATEST == 3
+        assert user_version(path) == schema.LATEST == 4
         subs = db.submissions()
         assert {s.id: (s.state, s.sequence) for s in subs} == written
         assert {s.state for s in subs} == set(journal.STATES)  # every state survived

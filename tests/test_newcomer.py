@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -368,18 +369,19 @@ def test_a_reply_another_client_took_skips_its_set_only(tmp_path: Path,
     """Issue 16: a remote 'not found' while downloading (another process took the set)
     used to fail the whole channel; it skips that set for this poll."""
     from flad.channel.replies import ReplyPoller
-    from flad.remote import SftpChannel
+    from flad.remote import SftpChannel, TransportError
 
     inst = make_install(tmp_path, sshd)
     taken = put_set(sshd, "ACRF", 1, acrf("GO.A"))
     kept = put_set(sshd, "ACRF", 2, acrf("GO.B"))
 
     class Racing(SftpChannel):
-        def listdir(self, remote_dir: str) -> list[tuple[str, int]]:
-            listing = super().listdir(remote_dir)
+        def listdirs(self, remote_dirs: Sequence[str]
+                     ) -> list[list[tuple[str, int]] | TransportError]:
+            listings = super().listdirs(remote_dirs)
             for name in taken:  # the other client takes the set right after the listing
                 (sshd.root / "OUTTEST" / name).unlink(missing_ok=True)
-            return listing
+            return listings
 
     cfg = config_mod.load(inst.config_path)
     db = journal.Journal(cfg.daemon.state_dir / "journal.sqlite3")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -57,7 +58,10 @@ def test_full_set_is_delivered_go_last_and_removed(tmp_path: Path, sshd: SshServ
     assert ctimes[names[-1]] >= max(ctimes.values())
     renames = [e for e in logs if e["event"] == "reply_delivered"]
     assert renames and renames[0]["files"][-1].startswith("GO.")
-    assert not list((inst.inbox / ".incoming").iterdir())
+    downloaded = next(e for e in logs if e["event"] == "reply_downloaded")
+    assert downloaded["sha256"] == {n: hashlib.sha256((inbox / n).read_bytes()).hexdigest()
+                                    for n in names}  # hashed as it streamed
+    assert not [p for p in (inst.inbox / ".incoming").rglob("*") if not p.is_dir()]
     assert poll(inst) == 0  # nothing twice
     # the GO was removed first on the server: a half-removed set never looks complete
     removes = [p for op, p in sshd.sftp_operations() if op == "remove"]
@@ -443,3 +447,28 @@ def test_a_journal_of_the_previous_version_still_opens(tmp_path: Path) -> None:
     assert sub is not None and sub.receipt_errors is None and sub.drop_name == "x.xml"
     assert [r["kind"] for r in db.replies(unmatched_only=True)] == ["DMNO"]
     db.close()
+
+
+def test_a_set_left_delivering_in_its_own_staging_folder_is_finished(
+        tmp_path: Path, sshd: SshServer) -> None:
+    """A crash of a flad from before issue 20 (one staging folder per set) between
+    `delivering` and the last rename: this version finishes it from there, once."""
+    inst = make_install(tmp_path, sshd)
+    names = put_set(sshd, "ACRF", 1, acrf("GO.X"))
+    set_key = names[0].split(".", 1)[1]
+    legacy = inst.inbox / ".incoming" / f"OUTTEST.{set_key}"
+    legacy.mkdir(parents=True)
+    for name in names[1:]:  # the FO already moved into the inbox before the crash
+        (legacy / name).write_bytes((sshd.root / "OUTTEST" / name).read_bytes())
+    (inst.inbox / "test").mkdir(parents=True)
+    (inst.inbox / "test" / names[0]).write_bytes(acrf("GO.X"))
+    db = Journal(tmp_path / "state" / "journal.sqlite3")
+    try:
+        db.record_reply_set("acme", "OUTTEST", set_key, names, "delivering")
+    finally:
+        db.close()
+    assert poll(inst) == 1
+    assert sorted(os.listdir(inst.inbox / "test")) == sorted(names)
+    assert not legacy.exists()
+    assert os.listdir(sshd.root / "OUTTEST") == []
+    assert poll(inst) == 0

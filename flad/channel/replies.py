@@ -11,11 +11,13 @@ grammar are never used as local paths.
 from __future__ import annotations
 
 import datetime
+import mmap
 import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,13 +30,21 @@ from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
 from flad.platform import OPTIONAL_FOLDERS, REMOTE_OUT
 from flad.remote import Remote, RemoteNotFound, TransportError
+from flad.remote.protocol import Downloaded
 from flad.replyparse import Reply, ReplyForm
 
 DATA_TYPES = ("FO", "CO")
 INCOMING = ".incoming"
 #: Reply sets fetched, delivered and removed together: enough to fill a long link's
-#: round trips, few enough that the first set is delivered early.
-SETS_TOGETHER = 32
+#: round trips (a slice costs about four whatever its size: 50 sets fit one window of
+#: open files), few enough that the first set is delivered early and that a file
+#: dropped meanwhile waits for a step of a slice at most.
+SETS_TOGETHER = 50
+#: A receipt or notification larger than this is delivered but not parsed: its tree
+#: would take several times its size in memory (real ones are kilobytes).
+MAX_READ_BYTES = 32 * 1024 * 1024
+#: A detached signature is a few kilobytes; an FS larger than this is refused unread.
+MAX_FS_BYTES = 1024 * 1024
 #: which result of several forms speaks for a submission: the one a person must see first
 _RESULT_PRIORITY = (0, 4, 2, 3, 1)
 
@@ -64,6 +74,12 @@ class ReplyPoller:
     #: called between slices of a long poll (the worker uploads what is ready), so a
     #: file dropped meanwhile never waits for a whole backlog of replies
     between_slices: Callable[[], None] | None = None
+    #: free space kept on the inbox's and the state folder's file systems
+    #: (`[daemon] min_free_bytes`); the state folder is left out when None
+    min_free_bytes: int = 1024**3
+    state_dir: Path | None = None
+    #: sets the bounds left on the server in the last poll (too large, space low)
+    held: int = 0
     _warned: set[str] = field(default_factory=set)
     _trust: list[x509.Certificate] | None = None
 
@@ -79,19 +95,21 @@ class ReplyPoller:
     def poll(self) -> int:
         """One pass over OUT/OUTTEST; returns the number of sets delivered."""
         delivered = 0
+        self.held = 0
         self.transport.ensure_connected()
-        for environment in self.channel.environments():
-            folder = REMOTE_OUT[environment]
-            try:
-                delivered += self._poll_folder(environment, folder)
-            except RemoteNotFound:
-                if folder not in OPTIONAL_FOLDERS:
-                    raise
-                # a server without OUTTEST-S: no error for the other environments
+        environments = self.channel.environments()
+        folders = [REMOTE_OUT[e] for e in environments]
+        listings = self.transport.listdirs(folders)  # one round of requests for all
+        for environment, folder, listing in zip(environments, folders, listings,
+                                                strict=True):
+            if isinstance(listing, RemoteNotFound) and folder in OPTIONAL_FOLDERS:
+                continue  # a server without OUTTEST-S: no error for the other environments
+            if isinstance(listing, TransportError):
+                raise listing
+            delivered += self._poll_folder(environment, folder, dict(listing))
         return delivered
 
-    def _poll_folder(self, environment: str, folder: str) -> int:
-        listing = dict(self.transport.listdir(folder))
+    def _poll_folder(self, environment: str, folder: str, listing: dict[str, int]) -> int:
         sets: dict[str, dict[str, naming.FileName]] = defaultdict(dict)
         # a reply dated later than today is refused (ACRF-111); a day of slack for the
         # platform's time zone (Brussels) against this machine's
@@ -113,79 +131,274 @@ class ReplyPoller:
         # receipts first: a notification is tied to its submission through the receipt
         order = sorted(complete, key=lambda k: (k.split(".")[0] != "ACRF", k))
         count = 0
+        held: dict[str, tuple[str, str, int]] = {}
         for start in range(0, len(order), SETS_TOGETHER):
-            if start and self.between_slices is not None:
-                self.between_slices()
+            if start:
+                self._let_uploads_through()
             count += self._poll_sets(environment, folder, order[start:start + SETS_TOGETHER],
-                                     complete, listing)
+                                     complete, listing, held)
+        self.journal.set_replies_held(self.channel.name, folder, held)
+        self.held += len(held)
         return count
 
     def _poll_sets(self, environment: str, folder: str, keys: list[str],
                    complete: dict[str, dict[str, naming.FileName]],
-                   listing: dict[str, int]) -> int:
-        """A slice of the listing's sets: downloaded together, delivered one by one in
-        order, then removed together (every GO before any data file)."""
+                   listing: dict[str, int], held: dict[str, tuple[str, str, int]]) -> int:
+        """A slice of the listing's sets: downloaded together, checked one by one, then
+        journaled, moved into the inbox and removed together.
+
+        Per slice, not per set: one journal commit for `delivering`, one sync of the
+        inbox before the GOs and one after, one commit for `delivered`, one for
+        `removed`. On a long link a backlog must not be paid for in local syncs; the
+        promises are the set's own (whole sets, GO last, removed once delivered).
+        """
         states = {k: self.journal.reply_set_state(self.channel.name, folder, k) for k in keys}
-        fetched = self._fetch_together(folder, [k for k in keys if states[k] is None],
-                                       complete, listing)
-        count = 0
-        delivered: list[str] = []
+        started = time.monotonic()
+        allowed = self._within_bounds(folder, [k for k in keys if states[k] is None],
+                                      complete, listing, held)
+        fetched = self._fetch_together(folder, allowed, complete, listing)
+        if fetched:
+            self._let_uploads_through()  # the local work of the slice is next
+        for set_key in keys:
+            if states[set_key] == "removed":
+                self._seen_before(folder, set_key, complete[set_key])
+        # absent and fetched: checked and staged; `delivering`: a crash interrupted its
+        # move into the inbox, finished from what is still staged, never downloaded again
+        staged = self._stage(folder, [k for k in keys if states[k] is None and k in fetched],
+                             complete, listing, started, fetched)
+        if staged:
+            with self.journal.batch():  # correlation is idempotent: a crash repeats it
+                for set_key in staged:
+                    self._correlate(folder, set_key, self._staging(folder),
+                                    complete[set_key])
+                    self.journal.record_reply_set(self.channel.name, folder, set_key,
+                                                  _delivery_order(complete[set_key]),
+                                                  "delivering")
+            for _ in staged:
+                faults.point("before_reply_rename")
+        moving = [k for k in keys if k in staged or states[k] == "delivering"]
+        moved = self._move_into_inbox(environment, folder, moving, complete)
+        if moved:
+            with self.journal.batch():
+                for set_key in moved:
+                    self.journal.record_reply_set(self.channel.name, folder, set_key,
+                                                  _delivery_order(complete[set_key]),
+                                                  "delivered")
+            for set_key in moved:
+                self.log.info("reply_delivered", folder=folder, set_key=set_key,
+                              files=_delivery_order(complete[set_key]))
+                faults.point("after_reply_delivery")
+        if self.channel.remove_after_download:
+            if moved:
+                self._let_uploads_through()
+            self._remove_together(folder, {k: complete[k] for k in keys
+                                           if k in moved or states[k] == "delivered"})
+        return len(moved)
+
+    def _let_uploads_through(self) -> None:
+        """A file dropped during a long poll waits for a step of a slice, not for the
+        backlog: the worker uploads what is ready (the `between_slices` hook)."""
+        if self.between_slices is not None:
+            self.between_slices()
+
+    def _within_bounds(self, folder: str, keys: list[str],
+                       complete: dict[str, dict[str, naming.FileName]],
+                       sizes: dict[str, int],
+                       held: dict[str, tuple[str, str, int]]) -> list[str]:
+        """The new sets that may be fetched: no file larger than `max_reply_bytes` (the
+        listing's size), and the inbox's and the state folder's file systems keep
+        `min_free_bytes` free after them. The others stay on the server, each said once
+        in the log and listed by `flad status` until it is fetched or gone."""
+        limit = self.channel.max_reply_bytes
+        room, where = self._room()
+        allowed: list[str] = []
+        for set_key in keys:
+            names = sorted(complete[set_key])
+            size = sum(sizes[n] for n in names)
+            big = [n for n in names if sizes[n] > limit]
+            if big:
+                self._hold(folder, set_key, size, held, "reply_too_large",
+                           f"{big[0]} is {sizes[big[0]]} bytes, more than max_reply_bytes "
+                           f"({limit})",
+                           "raise max_reply_bytes for this channel, or fetch the set by hand")
+            elif room is not None and size > room:
+                self._hold(folder, set_key, size, held, "reply_space_low",
+                           f"its {size} bytes would leave less than min_free_bytes "
+                           f"({self.min_free_bytes}) free on {where}",
+                           "free space there (or lower min_free_bytes); it is fetched at "
+                           "a later poll")
+            else:
+                if room is not None:
+                    room -= size
+                allowed.append(set_key)
+        return allowed
+
+    def _room(self) -> tuple[int | None, str]:
+        """Bytes that may still be written before a file system crosses the floor, and
+        which one is the tightest; None when no file system can be asked."""
+        room: int | None = None
+        where = ""
+        for path in (self.channel.inbox, self.state_dir):
+            while path is not None and not path.exists() and path != path.parent:
+                path = path.parent
+            if path is None:
+                continue
+            try:
+                st = os.statvfs(path)
+            except OSError:
+                continue
+            free = st.f_bavail * st.f_frsize - self.min_free_bytes
+            if room is None or free < room:
+                room, where = free, str(path)
+        return room, where
+
+    def _hold(self, folder: str, set_key: str, size: int,
+              held: dict[str, tuple[str, str, int]], event: str, detail: str,
+              hint: str) -> None:
+        held[set_key] = (event, detail, size)
+        if f"{event}:{folder}/{set_key}" in self._warned:
+            return
+        self._warned.add(f"{event}:{folder}/{set_key}")
+        self.log.error(event, folder=folder, set_key=set_key, size=size, reason=detail,
+                       hint=f"left on the server; {hint}")
+
+    def _seen_before(self, folder: str, set_key: str,
+                     files: dict[str, naming.FileName]) -> None:
+        """Listed again before the removal became visible, or a new set under a name
+        seen before (a sandbox restarted with a fresh root numbers its replies from 1
+        again). Never delivered twice; said once, not in silence."""
+        if f"seen:{folder}/{set_key}" in self._warned:
+            return
+        self._warned.add(f"seen:{folder}/{set_key}")
+        self.log.warning(
+            "reply_set_seen_before", folder=folder, set_key=set_key, files=sorted(files),
+            hint="a set of this name was delivered and removed before; it is left on the "
+                 "server and not delivered again. If it is a new reply under a reused "
+                 "name, fetch it by hand")
+
+    def _stage(self, folder: str, keys: list[str],
+               complete: dict[str, dict[str, naming.FileName]], sizes: dict[str, int],
+               started: float, digests: dict[str, dict[str, str]]) -> list[str]:
+        """The fetched sets made durable in their staging folders, checked and unpacked;
+        the keys of those that may be delivered, in order."""
+        ready: list[str] = []
+        bulk = durable.can_sync_filesystem()
+        if keys and bulk:
+            try:  # every file and staging folder of the slice, in one call
+                durable.sync_filesystem(self.channel.inbox / INCOMING)
+            except OSError as exc:
+                for set_key in keys:
+                    self._discard(folder, set_key, complete[set_key])
+                    self._delivery_failed(folder, set_key, exc, self.channel.inbox / INCOMING)
+                return []
+        staging = self._staging(folder)
         for set_key in keys:
             files = complete[set_key]
-            state = states[set_key]
-            if state == "removed":
-                # Listed again before the removal became visible, or a new set under a
-                # name seen before (a sandbox restarted with a fresh root numbers its
-                # replies from 1 again). Never delivered twice; said once, not in silence.
-                if f"seen:{folder}/{set_key}" not in self._warned:
-                    self._warned.add(f"seen:{folder}/{set_key}")
-                    self.log.warning(
-                        "reply_set_seen_before", folder=folder, set_key=set_key,
-                        files=sorted(files),
-                        hint="a set of this name was delivered and removed before; it is "
-                             "left on the server and not delivered again. If it is a new "
-                             "reply under a reused name, fetch it by hand")
-                continue
-            if state is None and set_key not in fetched:
-                continue  # its download failed and said why: tried again next poll
-            if state != "delivered":  # absent, or `delivering` when a crash interrupted it
-                if not self._deliver(environment, folder, set_key, files, listing):
+            try:
+                if not self._download(folder, set_key, files, sizes, staging, synced=bulk):
                     continue
-                count += 1
-            delivered.append(set_key)
-        if self.channel.remove_after_download:
-            self._remove_together(folder, {k: complete[k] for k in delivered})
-        return count
+                self._unpack(folder, set_key, staging, files)
+            except OSError as exc:
+                self._discard(folder, set_key, files)
+                self._delivery_failed(folder, set_key, exc, staging)
+                continue
+            self.log.info("reply_downloaded", folder=folder, set_key=set_key,
+                          files=_delivery_order(files), sha256=digests[set_key],
+                          duration_ms=int((time.monotonic() - started) * 1000))
+            ready.append(set_key)
+        return ready
+
+    def _move_into_inbox(self, environment: str, folder: str, keys: list[str],
+                         complete: dict[str, dict[str, naming.FileName]]) -> list[str]:
+        """Staged sets renamed into the inbox: the data and FS of every set, one sync of
+        the folder, then their GOs and another sync; the keys of the sets now whole
+        there. A set whose move fails stays `delivering` (finished from its staging
+        folder next poll) and says why."""
+        if not keys:
+            return []
+        inbox = self.channel.inbox / environment
+        failed: set[str] = set()
+        gos = {k: [n for n, p in complete[k].items() if p.type == "GO"] for k in keys}
+        sources = {k: self._legacy_staging(folder, k) for k in keys}
+        try:
+            inbox.mkdir(parents=True, exist_ok=True)
+            for set_key in keys:
+                if not sources[set_key].is_dir():  # staged by this version: shared folder
+                    sources[set_key] = self._staging(folder)
+                staging = sources[set_key]
+                try:
+                    staged = (sorted(os.listdir(staging)) if staging != self._staging(folder)
+                              else self._staged_names(complete[set_key]))
+                    for name in staged:
+                        if name not in gos[set_key] and (staging / name).exists():
+                            os.replace(staging / name, inbox / name)
+                except OSError as exc:
+                    failed.add(set_key)
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            durable.fsync_dir(inbox)  # every data file is in place before any GO
+            faults.point("between_reply_renames")
+            for set_key in [k for k in keys if k not in failed]:
+                staging = sources[set_key]
+                try:
+                    for name in gos[set_key]:
+                        if (staging / name).exists():
+                            os.replace(staging / name, inbox / name)
+                except OSError as exc:
+                    failed.add(set_key)
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            durable.fsync_dir(inbox)
+        except OSError as exc:  # the inbox itself: no set of the slice is whole for sure
+            for set_key in keys:
+                if set_key not in failed:
+                    self._delivery_failed(folder, set_key, exc, inbox)
+            return []
+        moved = [k for k in keys if k not in failed]
+        for set_key in moved:
+            if sources[set_key] != self._staging(folder):  # a set staged before 20
+                shutil.rmtree(sources[set_key], ignore_errors=True)  # empty now
+        return moved
+
+    def _delivery_failed(self, folder: str, set_key: str, exc: OSError, where: Path) -> None:
+        self.failures += 1
+        self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
+                       path=str(exc.filename or where), error=exc.strerror or str(exc),
+                       hint="nothing is removed from the server; tried again next poll")
 
     def _fetch_together(self, folder: str, keys: list[str],
                         complete: dict[str, dict[str, naming.FileName]],
-                        listing: dict[str, int]) -> set[str]:
+                        listing: dict[str, int]) -> dict[str, dict[str, str]]:
         """Download the files of new sets in one pipelined batch into their staging
-        folders; the sets whose every file arrived whole. A file gone from the server
-        (another client took it) or changed meanwhile skips its set for this poll only."""
+        folder; the sets whose every file arrived whole, with the SHA-256 of each file
+        (hashed as it streamed). A file gone from the server (another client took it)
+        or changed meanwhile skips its set for this poll only."""
         items: list[tuple[str, int, Path]] = []
         owner: list[str] = []
+        staging = self._staging(folder)
         try:
+            if keys:
+                staging.mkdir(parents=True, exist_ok=True)
             for set_key in keys:
-                staging = self._staging(folder, set_key)
-                if staging.exists():
-                    shutil.rmtree(staging)  # a download a crash interrupted
-                staging.mkdir(parents=True)
+                self._discard(folder, set_key, complete[set_key])  # a download a crash interrupted
                 for name in sorted(complete[set_key]):
                     items.append((f"{folder}/{name}", listing[name], staging / name))
                     owner.append(set_key)
-            results = self.transport.get_files(items) if items else []
+            # one syncfs for the slice (in `_stage`) where there is one, else each file
+            results = (self.transport.get_files(items, sync=not durable.can_sync_filesystem())
+                       if items else [])
         except OSError as exc:  # local (a full disk, an unwritable inbox): nothing removed
             for set_key in keys:
-                shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
+                self._discard(folder, set_key, complete[set_key])
             self.failures += len(keys)
             self.log.error("reply_delivery_failed", folder=folder, sets=len(keys),
                            path=str(exc.filename or self.channel.inbox / INCOMING),
                            error=exc.strerror or str(exc),
                            hint="nothing is removed from the server; tried again next poll")
-            return set()
+            return {}
         failed: dict[str, str] = {}
+        digests: dict[str, dict[str, str]] = {k: {} for k in keys}
         for (remote, _, _), set_key, result in zip(items, owner, results, strict=True):
+            if isinstance(result, Downloaded):
+                digests[set_key][remote.rsplit("/", 1)[-1]] = result.sha256
             if isinstance(result, TransportError) and set_key not in failed:
                 failed[set_key] = str(result)
                 event = ("reply_vanished" if isinstance(result, RemoteNotFound)
@@ -194,11 +407,33 @@ class ReplyPoller:
                                  error=str(result), hint="skipped for this poll")
             faults.point("during_reply_download")
         for set_key in failed:
-            shutil.rmtree(self._staging(folder, set_key), ignore_errors=True)
-        return set(keys) - set(failed)
+            self._discard(folder, set_key, complete[set_key])
+        return {k: v for k, v in digests.items() if k not in failed}
 
-    def _staging(self, folder: str, set_key: str) -> Path:
+    def _staging(self, folder: str) -> Path:
+        """Where the sets of a remote folder are downloaded and checked: one folder for
+        all of them (reply names are unique there), so that a set costs no folder of its
+        own to make, sync and remove."""
+        return self.channel.inbox / INCOMING / folder
+
+    def _legacy_staging(self, folder: str, set_key: str) -> Path:
+        """A set's own staging folder, as flad made them before issue 20: a set a crash
+        left `delivering` there is finished from it."""
         return self.channel.inbox / INCOMING / f"{folder}.{set_key}"
+
+    @staticmethod
+    def _staged_names(files: dict[str, naming.FileName]) -> list[str]:
+        """The names a set may have in staging: its files, and what a CO unpacked to."""
+        return sorted([*files, *(replyunpack.unpacked_name(n) for n, p in files.items()
+                                 if p.type == "CO")])
+
+    def _discard(self, folder: str, set_key: str, files: dict[str, naming.FileName]) -> None:
+        """What is staged of a set that will not be delivered from there: removed."""
+        shutil.rmtree(self._legacy_staging(folder, set_key), ignore_errors=True)
+        staging = self._staging(folder)
+        for name in self._staged_names(files):
+            with suppress(OSError):
+                (staging / name).unlink(missing_ok=True)
 
     def _remove_together(self, folder: str,
                          sets: dict[str, dict[str, naming.FileName]]) -> None:
@@ -217,71 +452,22 @@ class ReplyPoller:
                 self.log.warning("reply_remove_failed", folder=folder, set_key=set_key,
                                  file=name, error=str(result),
                                  hint="delivered; its removal is tried again next poll")
-        for set_key in sets:
-            if set_key not in failed:
+        removed = [k for k in sets if k not in failed]
+        with self.journal.batch():
+            for set_key in removed:
                 self.journal.record_reply_removed(self.channel.name, folder, set_key)
-                self.log.info("reply_removed", folder=folder, set_key=set_key)
-
-    def _deliver(self, environment: str, folder: str, set_key: str,
-                 files: dict[str, naming.FileName], sizes: dict[str, int]) -> bool:
-        """Download, check, then move into the inbox; each set reaches the inbox once.
-
-        The journal says `delivering` before the first file moves from the staging
-        folder into the inbox: after a crash from there on, the set is finished from
-        what is still staged and never downloaded again, so a reader who already took
-        part of it never sees it twice.
-        """
-        started = time.monotonic()
-        inbox = self.channel.inbox / environment
-        staging = self._staging(folder, set_key)
-        names = sorted(files, key=lambda n: (files[n].type == "GO", n))
-        resuming = self.journal.reply_set_state(
-            self.channel.name, folder, set_key) == "delivering"
-        try:
-            if not resuming:
-                if not self._download(folder, set_key, files, sizes, staging):
-                    return False
-                self.log.info("reply_downloaded", folder=folder, set_key=set_key,
-                              files=names, duration_ms=int((time.monotonic() - started) * 1000))
-                self._unpack(folder, set_key, staging, files)
-                # correlation is idempotent: a crash before `delivering` repeats it
-                self._correlate(folder, set_key, staging, files)
-                self.journal.record_reply_set(self.channel.name, folder, set_key, names,
-                                              "delivering")
-                faults.point("before_reply_rename")
-            inbox.mkdir(parents=True, exist_ok=True)
-            gos = [n for n in names if files[n].type == "GO"]
-            staged = sorted(os.listdir(staging)) if staging.exists() else []
-            for name in [n for n in staged if n not in gos] + gos:  # GO last
-                if (staging / name).exists():
-                    if name in gos:
-                        durable.fsync_dir(inbox)
-                    os.replace(staging / name, inbox / name)
-            durable.fsync_dir(inbox)
-            if staging.exists():
-                staging.rmdir()
-        except OSError as exc:
-            if not resuming and self.journal.reply_set_state(
-                    self.channel.name, folder, set_key) != "delivering":
-                shutil.rmtree(staging, ignore_errors=True)
-            self.failures += 1
-            self.log.error("reply_delivery_failed", folder=folder, set_key=set_key,
-                           path=str(exc.filename or inbox), error=exc.strerror or str(exc),
-                           hint="nothing is removed from the server; tried again next poll")
-            return False
-        self.journal.record_reply_set(self.channel.name, folder, set_key, names, "delivered")
-        self.log.info("reply_delivered", folder=folder, set_key=set_key, files=names)
-        faults.point("after_reply_delivery")
-        return True
+        for set_key in removed:
+            self.log.info("reply_removed", folder=folder, set_key=set_key)
 
     def _download(self, folder: str, set_key: str, files: dict[str, naming.FileName],
-                  sizes: dict[str, int], staging: Path) -> bool:
-        """The set, fetched into its staging folder, made durable and checked; False when
-        it must not be delivered."""
+                  sizes: dict[str, int], staging: Path, *, synced: bool) -> bool:
+        """The set, fetched into its staging folder, made durable (unless `synced`: the
+        whole file system was) and checked; False when it must not be delivered."""
         for name in files:
             if not (staging / name).is_file() or (staging / name).stat().st_size != sizes[name]:
                 raise OSError(0, f"{name} is not whole in {staging}")
-        durable.fsync_dir(staging)
+        if not synced:
+            durable.fsync_dir(staging)
         faults.point("after_reply_download")
         problem = self._verify(staging, files)
         if problem is not None:
@@ -289,7 +475,7 @@ class ReplyPoller:
                 self._warned.add(set_key)
                 self.log.error("reply_untrusted", folder=folder, set_key=set_key,
                                reason=problem)
-            shutil.rmtree(staging, ignore_errors=True)
+            self._discard(folder, set_key, files)
             self.failures += 1
             return False
         return True
@@ -303,9 +489,13 @@ class ReplyPoller:
             fs_name = str(parsed.with_type("FS"))
             if fs_name not in files:
                 return f"{name} has no FS signature in its set"
+            fs_size = (staging / fs_name).stat().st_size
+            if fs_size > MAX_FS_BYTES:
+                return f"{fs_name} is {fs_size} bytes: too large for a signature"
             try:
-                signing.verify_fs((staging / name).read_bytes(),
-                                  (staging / fs_name).read_bytes(), trusted=self._trust)
+                with mapped(staging / name) as data:
+                    signing.verify_fs(data, (staging / fs_name).read_bytes(),
+                                      trusted=self._trust)
             except signing.SignatureInvalid as exc:
                 return f"{name}: {exc}"
         return None
@@ -327,9 +517,11 @@ class ReplyPoller:
     def _unpack(self, folder: str, set_key: str, staging: Path,
                 files: dict[str, naming.FileName]) -> None:
         """A CO file that is a ZIP of one entry is also unpacked beside it, within limits."""
+        unpacked = False
         for name, parsed in sorted(files.items()):
             if parsed.type != "CO":
                 continue
+            unpacked = True
             target = staging / replyunpack.unpacked_name(name)
             try:
                 size = replyunpack.unpack_single(staging / name, target)
@@ -346,7 +538,8 @@ class ReplyPoller:
                 continue
             self.log.info("reply_unpacked", folder=folder, set_key=set_key, file=name,
                           unpacked=target.name, size=size)
-        durable.fsync_dir(staging)
+        if unpacked:
+            durable.fsync_dir(staging)
 
     # -- reading replies and tying them to submissions ---------------------------------
 
@@ -367,6 +560,15 @@ class ReplyPoller:
                 self._record_other(folder, set_key, name, parsed.application,
                                    f"{kind} of type {parsed.application}, delivered whole, "
                                    "not read by flad")
+                continue
+            size = source.stat().st_size
+            if size > MAX_READ_BYTES:
+                self.log.warning("reply_not_read", file=name, size=size,
+                                 reason=f"larger than the {MAX_READ_BYTES} bytes flad reads",
+                                 hint="delivered whole; read it in the inbox")
+                self._record_other(folder, set_key, name, parsed.application,
+                                   f"{size} bytes, larger than flad reads ({MAX_READ_BYTES}):"
+                                   " delivered whole, not read")
                 continue
             try:
                 reply = replyparse.parse_reply(source.read_bytes())
@@ -511,6 +713,27 @@ class ReplyPoller:
                           meaning=replyparse.RESULT_MEANINGS.get(result or -1),
                           forms=len(forms), blocking=blocking,
                           other=len(anomalies) - blocking, recorded=recorded)
+
+
+@contextmanager
+def mapped(path: Path) -> Iterator[bytes | memoryview]:
+    """A file's bytes through the page cache, without a copy in the process's memory:
+    a reply may be hundreds of MiB."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as whole:
+            view = memoryview(whole)
+            try:
+                yield view
+            finally:
+                view.release()
+
+
+def _delivery_order(files: dict[str, naming.FileName]) -> list[str]:
+    """The names of a set in the order they enter the inbox: data and FS, then GO."""
+    return sorted(files, key=lambda n: (files[n].type == "GO", n))
 
 
 def _set_names(file_name: str) -> tuple[str, ...]:

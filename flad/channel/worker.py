@@ -98,7 +98,9 @@ class ChannelWorker:
         self.log = logs.get("flad.daemon").bind(channel=channel.name)
         self.poller = ReplyPoller(channel, journal_, self.transport,
                                   error_codes=config.daemon.error_codes,
-                                  between_slices=self._upload_ready)
+                                  between_slices=self._upload_ready,
+                                  min_free_bytes=config.daemon.min_free_bytes,
+                                  state_dir=config.daemon.state_dir)
         self.retry = RetryPolicy(max_backoff=config.daemon.max_backoff_seconds,
                                  sleep=self._sleep, on_retry=self._on_retry,
                                  deadline=deadline)

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
             transport = SftpChannel(channel.sftp, channel_name=channel.name)
             try:
                 poller = ReplyPoller(channel, db, transport,
-                                     error_codes=config.daemon.error_codes)
+                                     error_codes=config.daemon.error_codes,
+                                     min_free_bytes=config.daemon.min_free_bytes,
+                                     state_dir=config.daemon.state_dir)
                 count = poller.poll()
                 db.set_channel_state(channel.name, "connected")
                 print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
@@ -41,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{channel.name}: {poller.failures} reply set(s) not delivered "
                           "(reply_delivery_failed or reply_untrusted in the log says why); "
                           "they stay on the server", file=sys.stderr)
+                    code = EXIT_PROBLEM
+                if poller.held:
+                    print(f"{channel.name}: {poller.held} reply set(s) left on the server by "
+                          "max_reply_bytes or min_free_bytes (reply_too_large or "
+                          "reply_space_low in the log, flad status lists them)",
+                          file=sys.stderr)
                     code = EXIT_PROBLEM
             except (TransportError, signing.SigningError) as exc:
                 print(f"{channel.name}: {exc}", file=sys.stderr)

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
                 replies = [r for r in replies if r["at"] >= args.since]
         subs = db.submissions(channel=args.channel, states=args.state or (), since=args.since)
         channels = db.channel_states()
+        held = db.replies_held(args.channel)
     finally:
         db.close()
     if args.unmatched:
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status.as_json(subs), indent=2))
     else:
-        print(status.render(subs, channels, certificate_notices(config)))
+        print(status.render(subs, channels,
+                            certificate_notices(config) + status.held_notices(held)))
     return EXIT_OK
 
 

@@ -19,7 +19,8 @@ below (`journal.SENT`, `journal.OPEN_STATES`, ...) are the public surface.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,10 @@ class Journal:
 
     def close(self) -> None:
         self.connections.close()
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The records made in the block, of this thread, committed together (one sync)."""
+        return self.connections.batch()
 
     # -- submissions ---------------------------------------------------------------
 
@@ -233,6 +238,13 @@ class Journal:
 
     def record_reply_removed(self, channel: str, folder: str, set_key: str) -> None:
         self._replies.record_reply_removed(channel, folder, set_key)
+
+    def set_replies_held(self, channel: str, folder: str,
+                         held: Mapping[str, tuple[str, str, int]]) -> None:
+        self._replies.set_replies_held(channel, folder, held)
+
+    def replies_held(self, channel: str | None = None) -> list[dict[str, Any]]:
+        return self._replies.replies_held(channel)
 
     def reply_sets(self) -> list[dict[str, Any]]:
         return self._replies.reply_sets()

@@ -28,6 +28,8 @@ class Connections:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._read_lock = threading.Lock()
+        #: the thread whose `batch` holds the writer's transaction open, if any
+        self._batch_owner: int | None = None
         if readonly:
             self.writer = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
                                           check_same_thread=False, isolation_level=None)
@@ -52,16 +54,55 @@ class Connections:
                 self.reader.close()
             self.writer.close()
 
+    def _in_batch(self) -> bool:
+        return self._batch_owner == threading.get_ident()
+
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """The read connection, for one or a few SELECTs (no transaction is held)."""
+        """The read connection, for one or a few SELECTs (no transaction is held).
+
+        Inside a `batch` of this thread, the writer: its reads see what the batch wrote.
+        """
+        if self._in_batch():
+            with self._lock:
+                yield self.writer
+            return
         with self._read_lock:
             yield self.reader
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed when the block ends, rolled back on any error."""
+    def batch(self) -> Iterator[None]:
+        """Several `tx` blocks of this thread as one transaction, one commit (one sync).
+
+        For work done many times in a row whose records may land together (a slice of
+        reply sets): all of them are durable when the block ends, or none. Keep it
+        short: other writers wait for it. A batch inside a batch joins the outer one.
+        """
         with self._lock:
+            if self._in_batch():
+                yield
+                return
+            self.writer.execute("BEGIN IMMEDIATE")
+            self._batch_owner = threading.get_ident()
+            try:
+                yield
+            except BaseException:
+                self._batch_owner = None
+                self.writer.execute("ROLLBACK")
+                raise
+            self._batch_owner = None
+            self.writer.execute("COMMIT")
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back on any error.
+
+        Inside a `batch` of this thread it is part of the batch's transaction.
+        """
+        with self._lock:
+            if self._in_batch():
+                yield self.writer
+                return
             self.writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self.writer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flad.journal import states
@@ -49,6 +49,39 @@ class ReplySets:
             db.execute("UPDATE reply_set SET state = 'removed', removed_at = ? WHERE"
                        " channel = ? AND folder = ? AND set_key = ?",
                        (self._clock(), channel, folder, set_key))
+
+    def set_replies_held(self, channel: str, folder: str,
+                         held: Mapping[str, tuple[str, str, int]]) -> None:
+        """The sets of one folder the bounds leave on the server now, by set key:
+        (reason, detail, size). Sets no longer held lose their row; `since` stays."""
+        with self._conns.tx() as db:
+            known = {str(r[0]) for r in db.execute(
+                "SELECT set_key FROM reply_held WHERE channel = ? AND folder = ?",
+                (channel, folder))}
+            for set_key in known - set(held):
+                db.execute("DELETE FROM reply_held WHERE channel = ? AND folder = ? AND"
+                           " set_key = ?", (channel, folder, set_key))
+            for set_key, (reason, detail, size) in held.items():
+                db.execute(
+                    "INSERT INTO reply_held (channel, folder, set_key, reason, detail, size,"
+                    " since) VALUES (?,?,?,?,?,?,?) ON CONFLICT (channel, folder, set_key)"
+                    " DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
+                    " size = excluded.size",
+                    (channel, folder, set_key, reason, detail, size, self._clock()))
+
+    def replies_held(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Sets left on the server by the bounds, oldest first; [] from an older journal."""
+        query = "SELECT * FROM reply_held"
+        params: tuple[str, ...] = ()
+        if channel is not None:
+            query += " WHERE channel = ?"
+            params = (channel,)
+        try:
+            with self._conns.reading() as db:
+                rows = db.execute(query + " ORDER BY since, set_key", params).fetchall()
+        except sqlite3.OperationalError:  # a read-only journal from before migration 3
+            return []
+        return [dict(r) for r in rows]
 
     def reply_sets(self) -> list[dict[str, Any]]:
         with self._conns.reading() as db:

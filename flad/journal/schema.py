@@ -191,6 +191,21 @@ def _events_by_submission(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS event_submission ON event (submission_id, id)")
 
 
+# -- version 4: reply sets the bounds hold on the server ------------------------------
+
+def _replies_held(db: sqlite3.Connection) -> None:
+    db.execute("""CREATE TABLE IF NOT EXISTS reply_held (
+        channel  TEXT NOT NULL,
+        folder   TEXT NOT NULL,
+        set_key  TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        detail   TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        since    REAL NOT NULL,
+        PRIMARY KEY (channel, folder, set_key)
+    )""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: submissions, events, sequence counters, reply sets, "
                  "channel state", _first_release),
@@ -198,6 +213,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "sent forms, reply rows", _replies_as_written),
     Migration(3, "an index of the events by submission (the metrics read the state "
                  "before each event)", _events_by_submission),
+    Migration(4, "reply sets left on the server by the bounds (too large, space low)",
+              _replies_held),
 )
 #: The schema version this code reads and writes.
 LATEST = MIGRATIONS[-1].version

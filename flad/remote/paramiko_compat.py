@@ -25,6 +25,7 @@ from paramiko.sftp import (
     CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_INIT,
+    CMD_NAME,
     CMD_READ,
     CMD_STATUS,
     CMD_VERSION,
@@ -294,6 +295,24 @@ class Replies:
         if kind != CMD_DATA:
             raise SFTPError("expected data")
         return bytes(msg.get_string())
+
+    def wait_names(self, num: int) -> list[tuple[str, SFTPAttributes]] | None:
+        """The entries a READDIR returned (without . and ..); None at the folder's end."""
+        try:
+            kind, msg = self.wait(num)
+        except EOFError:  # paramiko's _convert_status: SSH_FX_EOF
+            return None
+        if kind != CMD_NAME:
+            raise SFTPError("expected names")
+        attrs: Any = SFTPAttributes
+        entries = []
+        for _ in range(msg.get_int()):
+            name = msg.get_text()
+            longname = msg.get_text()
+            entry = attrs._from_msg(msg, name, longname)
+            if name not in (".", ".."):
+                entries.append((name, entry))
+        return entries
 
     def wait_size(self, num: int) -> int:
         kind, msg = self.wait(num)

@@ -8,11 +8,20 @@ few operations a transfer point offers. Errors are those of `flad.remote.errors`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from flad.remote.errors import TransportError
 from flad.remote.wire import PutSource
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A file `get_files` wrote whole: its size and the SHA-256 of what was written."""
+
+    size: int
+    sha256: str
 
 
 class Remote(Protocol):
@@ -45,14 +54,19 @@ class Remote(Protocol):
         """(name, size) of the files in a remote folder, sorted by name."""
         ...
 
+    def listdirs(self, remote_dirs: Sequence[str]
+                 ) -> list[list[tuple[str, int]] | TransportError]:
+        """Several folders listed together: each one's listing, or its own error."""
+        ...
+
     def list_remote_folders(self) -> list[str]: ...
 
     def get_file(self, remote: str, local: Path) -> int:
         """Download into `local` (replaced), synced, its size checked."""
         ...
 
-    def get_files(self, items: Sequence[tuple[str, int, Path]]
-                  ) -> list[int | TransportError]:
+    def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
+                  ) -> list[Downloaded | TransportError]:
         """Download (remote, listed size, local path) together; per item its size or
         the error that concerns it alone."""
         ...

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_OPEN,
+    CMD_OPENDIR,
+    CMD_READDIR,
     CMD_REMOVE,
     CMD_STAT,
     SFTP_FLAG_CREATE,
@@ -76,12 +78,18 @@ from flad.remote.paramiko_compat import (
     incompatible,
     server_limits,
 )
+from flad.remote.protocol import Downloaded
 from flad.sftp_settings import SftpSettings
 
 log = structlog.get_logger("flad.remote")
 
 PREFETCH_REQUESTS = 64  # outstanding read requests while downloading
 CONNECT_PHASES = 4  # TCP+banner+kex, auth, channel, SFTP start: the watchdog's budget
+
+
+#: READDIRs in flight per folder: OpenSSH answers each with up to 100 names, so a
+#: folder of 800 replies is read in one round trip.
+READDIRS_AHEAD = 8
 
 
 class SftpChannel:
@@ -501,25 +509,29 @@ class SftpChannel:
                         self._checked(replies, in_flight.popleft(), remote)
         return written
 
-    def get_files(self, items: Sequence[tuple[str, int, Path]]
-                  ) -> list[int | PermanentTransportError | TransportError]:
+    def get_files(self, items: Sequence[tuple[str, int, Path]], *, sync: bool = True
+                  ) -> list[Downloaded | PermanentTransportError | TransportError]:
         """Download many files together: (remote, expected size, local path) each.
 
         Opens, reads and closes of many files are in flight at once (bounded in open
         files, bytes and requests), so a batch of small replies costs a few round trips
-        instead of several per file. Each local file is written whole and synced. Per
-        item the result is its size, or the error that concerns it alone (not found,
+        instead of several per file. Each local file is written whole and synced
+        (without `sync`, the caller makes them durable: one syncfs for them all). Per
+        item the result is its size and SHA-256 (hashed as it streams to disk: a reply
+        is never held whole in memory), or the error that concerns it alone (not found,
         permission, a size other than the one listed), so one bad file never fails the
         others; a lost connection raises.
         """
-        results: list[int | PermanentTransportError | TransportError] = []
+        results: list[Downloaded | PermanentTransportError | TransportError] = []
         for start in range(0, len(items), wire.MAX_OPEN_FILES):
-            results += self._get_window(items[start:start + wire.MAX_OPEN_FILES])
+            results += self._get_window(items[start:start + wire.MAX_OPEN_FILES], sync)
         return results
 
-    def _get_window(self, items: Sequence[tuple[str, int, Path]]
-                    ) -> list[int | PermanentTransportError | TransportError]:
-        results: list[int | PermanentTransportError | TransportError] = [0] * len(items)
+    def _get_window(self, items: Sequence[tuple[str, int, Path]], sync: bool
+                    ) -> list[Downloaded | PermanentTransportError | TransportError]:
+        results: list[Downloaded | PermanentTransportError | TransportError] = [
+            Downloaded(0, "") for _ in items]
+        hashes = {i: wire.InOrderHash() for i in range(len(items))}
         with self._lock:
             sftp = self._client()
             started = time.monotonic()
@@ -545,7 +557,7 @@ class SftpChannel:
                     for i in handles:
                         fds[i] = os.open(items[i][2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                                          | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-                    received = self._read_all(replies, items, handles, fds)
+                    received = self._read_all(replies, items, handles, fds, hashes)
                     with self._remote("get", names):
                         closes = [replies.send(CMD_CLOSE, handle) for handle in handles.values()]
                         for num, i in zip(closes, handles, strict=True):
@@ -568,16 +580,18 @@ class SftpChannel:
                         f"get {remote} from {self._where}: received {received[i]} bytes, "
                         f"the listing said {expected} (the file changed meanwhile)")
                     continue
-                with open(local, "rb") as f:
-                    os.fsync(f.fileno())
-                results[i] = received[i]
+                if sync:
+                    with open(local, "rb") as f:
+                        os.fsync(f.fileno())
+                results[i] = Downloaded(received[i], hashes[i].hexdigest())
             self._log.info("sftp_get", files=len(items), first=items[0][0],
-                           bytes=sum(r for r in results if isinstance(r, int)),
+                           bytes=sum(r.size for r in results if isinstance(r, Downloaded)),
                            duration_ms=round((time.monotonic() - started) * 1000))
             return results
 
     def _read_all(self, replies: Replies, items: Sequence[tuple[str, int, Path]],
-                  handles: dict[int, bytes], fds: dict[int, int]) -> dict[int, int]:
+                  handles: dict[int, bytes], fds: dict[int, int],
+                  hashes: dict[int, wire.InOrderHash]) -> dict[int, int]:
         """Every open file read up to its listed size, reads pipelined across files.
 
         A server may answer a read with less than asked: the rest is asked again. One read
@@ -590,7 +604,7 @@ class SftpChannel:
             size = items[i][1]
             for offset in range(0, size, wire.READ_DATA):
                 wanted.append((i, offset, min(wire.READ_DATA, size - offset)))
-            wanted.append((i, size, wire.READ_DATA))  # the end must be there: EOF
+            wanted.append((i, size, 1))  # the end must be there: EOF (a byte: it grew)
         ended: set[int] = set()
         in_flight: deque[tuple[int, int, int, int]] = deque()  # (num, item, offset, length)
         flying = 0
@@ -623,6 +637,7 @@ class SftpChannel:
                     local = exc
                     continue
                 received[i] += len(data)
+                hashes[i].add(offset, data)
                 if len(data) < length:  # a short answer: ask for the rest
                     wanted.appendleft((i, offset + len(data), length - len(data)))
         if local is not None:
@@ -669,15 +684,75 @@ class SftpChannel:
 
     def listdir(self, remote_dir: str) -> list[tuple[str, int]]:
         """(name, size) of the files (not folders) in a remote folder, sorted by name."""
+        [listing] = self.listdirs([remote_dir])
+        if isinstance(listing, TransportError):
+            raise listing
+        return listing
+
+    def listdirs(self, remote_dirs: Sequence[str]
+                 ) -> list[list[tuple[str, int]] | TransportError]:
+        """Several folders listed together: per folder its (name, size) of files, sorted
+        by name, or the error that concerns it alone (not found, permission).
+
+        One listing gives names and sizes (no stat per file), and the requests are
+        pipelined: every folder opened at once, READDIRs sent READDIRS_AHEAD at a time
+        on each handle (the server answers them in order, those past the end with EOF),
+        then every close. Three round trips for OUT, OUTTEST and OUTTEST-S, however many
+        replies wait. A lost connection raises.
+        """
         with self._lock:
             sftp = self._client()
-            with self._remote("list", remote_dir):
-                entries = sftp.listdir_attr(remote_dir)
-            return sorted(
-                (e.filename, int(e.st_size or 0))
-                for e in entries
-                if e.st_mode is None or not stat.S_ISDIR(e.st_mode)
-            )
+            started = time.monotonic()
+            results: list[list[tuple[str, int]] | TransportError] = [[] for _ in remote_dirs]
+            handles: dict[int, bytes] = {}
+            names = ", ".join(remote_dirs)
+            with Replies(sftp) as replies:
+                try:
+                    with self._remote("list", names):
+                        opens = [replies.send(CMD_OPENDIR, replies.path(d)) for d in remote_dirs]
+                        for i, num in enumerate(opens):
+                            try:
+                                handles[i] = replies.wait_handle(num)
+                            except OSError as exc:
+                                if isinstance(exc, TimeoutError) or not self.is_connected:
+                                    raise
+                                mapped = self._map_error("list", remote_dirs[i], exc)
+                                if not isinstance(mapped, TransportError):
+                                    raise mapped from exc
+                                results[i] = mapped
+                        reading = set(handles)
+                        while reading:
+                            asked = {i: [replies.send(CMD_READDIR, handles[i])
+                                         for _ in range(READDIRS_AHEAD)] for i in reading}
+                            for i, nums in asked.items():
+                                listing = results[i]
+                                assert isinstance(listing, list)
+                                for num in nums:  # every answer is read, past the end too
+                                    entries = replies.wait_names(num)
+                                    if entries is None:
+                                        reading.discard(i)
+                                        continue
+                                    listing += [(name, int(e.st_size or 0))
+                                                for name, e in entries
+                                                if e.st_mode is None
+                                                or not stat.S_ISDIR(e.st_mode)]
+                        closes = [(replies.send(CMD_CLOSE, handles[i]), i) for i in handles]
+                        handles.clear()
+                        for num, i in closes:
+                            self._checked(replies, num, remote_dirs[i])
+                finally:
+                    if handles:
+                        with contextlib.suppress(Exception):  # the first error is the one
+                            for handle in handles.values():
+                                replies.send(CMD_CLOSE, handle)
+                            replies.flush()
+            for listing in results:
+                if isinstance(listing, list):
+                    listing.sort()
+            self._log.debug("sftp_listed", folders=len(remote_dirs),
+                            files=sum(len(r) for r in results if isinstance(r, list)),
+                            duration_ms=round((time.monotonic() - started) * 1000))
+            return results
 
     def list_remote_folders(self) -> list[str]:
         """Names of the folders at the remote root (IN, OUT, INTEST, OUTTEST, ...)."""

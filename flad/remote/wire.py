@@ -10,6 +10,7 @@ one SSH packet, the size every server accepts.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +103,45 @@ def send_view(channel: paramiko.Channel, data: bytes | memoryview) -> None:
         view = view[sent:]
 
 
+class InOrderHash:
+    """SHA-256 of a file downloaded by pipelined reads, fed as the answers come.
+
+    Answers to a file's reads come in the order asked, except after a short answer
+    (the rest is asked again, behind reads already in flight): a piece that comes
+    early waits here until the bytes before it are in. What waits is bounded by the
+    reads in flight, never the file.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._at = 0
+        self._early: dict[int, bytes] = {}
+
+    def add(self, offset: int, data: bytes) -> None:
+        if offset != self._at:
+            self._early[offset] = data
+            return
+        self._hash.update(data)
+        self._at += len(data)
+        while self._at in self._early:
+            piece = self._early.pop(self._at)
+            self._hash.update(piece)
+            self._at += len(piece)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 #: Data per read request: one SSH packet's worth, the size every server answers whole.
 READ_DATA = 2**15
 #: Unacknowledged read data across a batch of downloads, and how many files are open
 #: at once: enough to keep a long link busy, bounded whatever the number of replies.
+#: Each window of open files costs three round trips (open, read, close): a slice of
+#: 50 reply sets (150 files) fits one. OpenSSH's sftp-server takes as many handles as
+#: it has file descriptors (about 1,000).
 READ_BYTES_IN_FLIGHT = 1024 * 1024
-MAX_READS_IN_FLIGHT = 64
-MAX_OPEN_FILES = 32
+#: A window of small replies is two reads per file (the data, then the end): all of
+#: them go out at once; larger files are held back by READ_BYTES_IN_FLIGHT.
+MAX_READS_IN_FLIGHT = 256
+MAX_OPEN_FILES = 160
 
