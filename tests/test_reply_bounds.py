@@ -15,7 +15,6 @@ import structlog.testing
 
 from flad import signing
 from flad.channel.replies import MAX_READ_BYTES, ReplyPoller, mapped
-from flad.channel.settings import sftp_settings
 from flad.cli import main
 from flad.config import load
 from flad.journal import Journal
@@ -33,7 +32,7 @@ def poll_as_configured(inst: Install, times: int = 1) -> tuple[int, ReplyPoller]
     sets delivered by them all, and the poller."""
     cfg = load(inst.config_path)
     db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    transport = SftpChannel(sftp_settings(cfg.channels[0]))
+    transport = SftpChannel(cfg.channels[0].sftp)
     try:
         poller = ReplyPoller(cfg.channels[0], db, transport,
                              min_free_bytes=cfg.daemon.min_free_bytes,
