@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from flad import certlife, journal, logs, sdnotify, signing, strays, xmlcheck
+from flad import certlife, journal, logs, sdnotify, servicecalls, signing, strays, xmlcheck
 from flad import config as config_mod
 from flad.channel import recovery
 from flad.channel.settings import load_signer
 from flad.channel.store import ContentStore
 from flad.channel.worker import ChannelWorker
 from flad.config import Config
+from flad.control import Answer, ControlServer
 from flad.filecheck import FileChecker
 from flad.journal import Journal
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
@@ -63,6 +64,7 @@ class Service:
         self._strays: list[strays.Stray] = []
         self._next_stray_look = 0.0
         self._next_certificate_look = 0.0
+        self._control: ControlServer | None = None
 
     # -- start and stop ------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Service:
             code = self._once_result(started)
             self.journal.close()
             return code
+        self._open_control()
         sdnotify.notify("READY=1")
         watchdog_every = sdnotify.watchdog_interval()
         next_ping = 0.0
@@ -221,10 +224,27 @@ class Service:
                 sdnotify.notify(f"STATUS={self._status_line()}")
         sdnotify.notify("STOPPING=1")
         self.log.info("service_stopping")
+        if self._control is not None:
+            self._control.close()
         self._stop_generation()
         self.journal.close()
         self.log.info("service_stopped")
         return 0
+
+    def _open_control(self) -> None:
+        """The socket `flad replies` and `flad resend` ask through beside the service."""
+        control = ControlServer(self.config.daemon.state_dir, self._on_request, self.log)
+        try:
+            control.start()
+        except OSError as exc:  # the service works without it; the commands then say so
+            self.log.error("control_socket_failed", error=str(exc),
+                           hint="flad replies and flad resend cannot ask the service")
+            return
+        self._control = control
+
+    def _on_request(self, request: dict[str, object]) -> Answer:
+        return servicecalls.handle(request, config=self.config, journal=self.journal,
+                                   workers=dict(self.workers))
 
     def stop(self) -> None:
         """Ask `run` to finish the step in flight and return (what SIGTERM does)."""
