@@ -13,7 +13,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from flad import certlife, journal, logs, sdnotify, servicecalls, signing, strays, xmlcheck
+from flad import (
+    certlife,
+    journal,
+    logs,
+    overdue,
+    retention,
+    sdnotify,
+    servicecalls,
+    signing,
+    strays,
+    xmlcheck,
+)
 from flad import config as config_mod
 from flad.channel import recovery
 from flad.channel.settings import load_signer
@@ -65,6 +76,8 @@ class Service:
         self._next_stray_look = 0.0
         self._next_certificate_look = 0.0
         self._control: ControlServer | None = None
+        self._next_overdue_look = 0.0
+        self._next_retention = 0.0
 
     # -- start and stop ------------------------------------------------------------
 
@@ -215,6 +228,7 @@ class Service:
                 self._do_reload()
             if time.monotonic() >= self._next_certificate_look:
                 self._look_at_certificates(self.config)
+            self._housekeeping()
             if time.monotonic() >= self._next_stray_look:
                 self._look_for_strays()
                 self._next_stray_look = time.monotonic() + self.config.daemon.rescan_seconds
@@ -230,6 +244,21 @@ class Service:
         self.journal.close()
         self.log.info("service_stopped")
         return 0
+
+    def _housekeeping(self) -> None:
+        """Late replies every minute, retention at start and once a day; never fatal."""
+        if time.monotonic() >= self._next_overdue_look:
+            self._next_overdue_look = time.monotonic() + overdue.LOOK_SECONDS
+            try:
+                overdue.look(self.config, self.journal, self.log)
+            except Exception:  # a look that fails must not stop the service
+                self.log.exception("overdue_look_failed")
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + retention.EVERY_SECONDS
+            try:
+                retention.apply(self.config, self.journal, self.log)
+            except Exception:
+                self.log.exception("retention_failed")
 
     def _open_control(self) -> None:
         """The socket `flad replies` and `flad resend` ask through beside the service."""

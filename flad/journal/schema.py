@@ -184,11 +184,32 @@ def _replies_as_written(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+# -- version 3: silence noticed (issue 16) ---------------------------------------------
+
+#: Columns of `submission` for replies that are late.
+_V3_COLUMNS = (
+    ("overdue", "TEXT"),  # 'receipt' or 'notification' while that reply is late, else NULL
+    ("receipt_overdue_at", "REAL"),  # when the late receipt was first said (logged once)
+    ("notification_overdue_at", "REAL"),  # when the late notification was first said
+)
+
+
+def _silence_noticed(db: sqlite3.Connection) -> None:
+    present = {str(r[1]) for r in db.execute("PRAGMA table_info(submission)")}
+    for name, kind in _V3_COLUMNS:  # present only where a journal was made by hand
+        if name not in present:
+            db.execute(f"ALTER TABLE submission ADD COLUMN {name} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS submission_overdue ON submission (overdue)"
+               " WHERE overdue IS NOT NULL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: submissions, events, sequence counters, reply sets, "
                  "channel state", _first_release),
     Migration(2, "replies as the platform writes them: receipt and notification details, "
                  "sent forms, reply rows", _replies_as_written),
+    Migration(3, "silence noticed: overdue receipts and notifications flagged",
+              _silence_noticed),
 )
 #: The schema version this code reads and writes.
 LATEST = MIGRATIONS[-1].version
