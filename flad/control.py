@@ -10,7 +10,8 @@ batches, so there is still only one writer.
 The socket is created under umask 0077 and chmod 0600 in the owner-only state folder;
 on top of that both ends check the other's credentials (SO_PEERCRED): only the
 service's own user (or root) is served, and a client only trusts an answer from its
-own user (or root). A socket file left by a service that died is removed by the next
+own user, root, or the owner of the state folder (root asking a service that runs as
+`flad`). A socket file left by a service that died is removed by the next
 service (which holds the state lock, so no live service can own it); a client that
 finds the lock free never uses the socket at all.
 """
@@ -76,6 +77,14 @@ def _trusted(uid: int) -> bool:
     return uid in (os.getuid(), 0)
 
 
+def _owner(folder: Path) -> int | None:
+    """The owner of the state folder: the service's user, whom root may ask too."""
+    try:
+        return os.stat(folder).st_uid
+    except OSError:
+        return None
+
+
 def _read_line(sock: socket.socket, limit: int) -> bytes | None:
     """One line of at most `limit` bytes, without its newline; None if longer or cut."""
     data = b""
@@ -106,7 +115,7 @@ def ask(state_dir: Path, request: dict[str, Any], *,
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlUnavailable(f"no service answers on {path}") from exc
         uid = _peer_uid(sock)
-        if not _trusted(uid):
+        if not (_trusted(uid) or uid == _owner(state_dir)):
             raise ControlUnavailable(f"{path} is served by user id {uid}, not by flad's "
                                      "own user: not asking it")
         sock.sendall(json.dumps(request).encode() + b"\n")

@@ -139,6 +139,39 @@ def test_the_server_refuses_another_user() -> None:
         shutil.rmtree(state)
 
 
+def test_root_asks_a_service_that_runs_as_the_state_folders_owner() -> None:
+    """`sudo flad replies` beside a service running as user flad: answered and trusted."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to change user")
+    state = Path(tempfile.mkdtemp(prefix="flad-control-"))
+    os.chown(state, 65534, 65534)
+    ready, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: the service's user
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            srv = ControlServer(state, echo, logs.get("test"))
+            srv.start()
+            os.write(ready[1], b"ready")
+            os.read(done[0], 1)  # until the test is done
+            srv.close()
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready[0], 5) == b"ready"
+        assert control.ask(state, {"command": "as root"}, timeout=5).code == 0
+        os.chown(state, 0, 0)  # a folder owned by root: the same server is not trusted
+        with pytest.raises(ControlUnavailable, match="user id 65534"):
+            control.ask(state, {"command": "as root"}, timeout=5)
+    finally:
+        os.write(done[1], b"x")
+        os.waitpid(pid, 0)
+        for fd in (*ready, *done):
+            os.close(fd)
+        shutil.rmtree(state)
+
+
 # -- the commands beside the service ---------------------------------------------------
 
 def test_replies_and_resend_ask_the_running_service(tmp_path: Path, sshd: SshServer) -> None:
@@ -207,7 +240,8 @@ def test_everything_at_once_loses_nothing(tmp_path: Path, sshd: SshServer) -> No
     file lost or failed, no GO twice, no reply set lost or delivered twice.
     """
     files, sets = 240, 150
-    inst = make_install(tmp_path, sshd, production=True, poll_seconds=2)
+    # the service's own polls are rare: the reply sets come in through `flad replies`
+    inst = make_install(tmp_path, sshd, production=True, poll_seconds=3600)
     consumer = Consumer(inst.inbox / "test", tmp_path / "consumed")
     consumer.start()
     dropped: list[str] = []
@@ -276,6 +310,8 @@ def test_everything_at_once_loses_nothing(tmp_path: Path, sshd: SshServer) -> No
     assert replies and all(r.returncode == 0 for r in replies), [
         r.stderr for r in replies if r.returncode]
     assert all("(by the running service)" in r.stdout for r in replies)
+    by_command = sum(int(r.stdout.split(": ", 1)[1].split(" ", 1)[0]) for r in replies)
+    assert 0 < by_command <= sets
     assert onces and all(r.returncode == 2 for r in onces)
     assert all("another flad works on the state folder" in r.stderr for r in onces)
     assert len(resends) == files // 20 and all(r.returncode == 0 for r in resends), [
