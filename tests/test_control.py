@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,11 +25,12 @@ import pytest
 
 from flad import control, journal, logs
 from flad.control import Answer, ControlServer, ControlUnavailable
+from flad.journal import Journal
 from tests.faults.audit import Consumer, audit_replies, audit_sending
 from tests.harness import Running, make_install, sample, wait_for
 from tests.replysets import acrf, put_set
 from tests.sshd import SshServer
-from tests.test_statelock import flad_process
+from tests.test_statelock import REPO_ROOT, flad_process
 
 
 def echo(request: dict[str, Any]) -> Answer:
@@ -225,6 +229,37 @@ def test_a_lock_holder_without_socket_is_named(tmp_path: Path, sshd: SshServer) 
         assert done.returncode == 1
         assert "another flad works on the state folder" in done.stderr
         assert "takes no requests" in done.stderr
+
+
+def test_beside_a_flad_run_process(tmp_path: Path, sshd: SshServer) -> None:
+    """As an admin would: `flad run` as its own process, then `flad replies` beside it."""
+    inst = make_install(tmp_path, sshd, poll_seconds=3600)
+    service = subprocess.Popen([sys.executable, "-m", "flad.cli", "run", "-c",
+                                str(inst.config_path)], cwd=REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sock = tmp_path / "state" / control.SOCKET_NAME
+    try:
+        wait_for(sock.exists, timeout=30, what="the service's control socket")
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o600
+
+        def first_poll_done() -> bool:  # the service polls once at start, by itself
+            db = Journal(tmp_path / "state" / "journal.sqlite3", readonly=True)
+            try:
+                return any(c.state == "connected" for c in db.channel_states())
+            finally:
+                db.close()
+
+        wait_for(first_poll_done, timeout=30, what="the service's first poll")
+        names = put_set(sshd, "ACRF", 1, acrf("GO.FLAX.006400.20261127.00001.T.1"))
+        done = flad_process("replies", "-c", inst.config_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("acme: 1 reply set(s) delivered to ")
+        assert (inst.inbox / "test" / names[-1]).is_file()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        _, err = service.communicate(timeout=30)
+    assert service.returncode == 0, err
+    assert not sock.exists()  # a clean stop leaves no socket behind
 
 
 def _repeat(results: list[Any], stop: threading.Event, fn: Any) -> None:

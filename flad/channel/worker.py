@@ -230,6 +230,7 @@ class ChannelWorker:
                 continue
             previous = []
             for batch in batches(ready):
+                self._serve_requests()  # a command beside the service waits one batch at most
                 if self.stop.is_set() or not self._upload(batch):
                     break
             if self.once and self.gave_up:
