@@ -21,6 +21,9 @@ from flad.journal.silence import NOTIFICATION, RECEIPT
 
 #: How often the service looks for late replies.
 LOOK_SECONDS = 60.0
+#: Late submissions said one by one per look and kind; a larger backlog (the reply side
+#: broken for a day) is said in one line with the count, and the first few.
+LOG_EACH = 20
 
 
 def limits(config: Config, channel: ChannelConfig) -> tuple[float, float]:
@@ -43,7 +46,17 @@ def look(config: Config, db: Journal, log: Any,
             RECEIPT: now - minutes * 60 if minutes > 0 else None,
             NOTIFICATION: now - hours * 3600 if hours > 0 else None,
         })
+        for kind in (RECEIPT, NOTIFICATION):  # a backlog is said in one line past a few
+            many = [one.submission.id for one in late if one.kind == kind]
+            if len(many) > LOG_EACH:
+                log.warning(f"{kind}_overdue", channel=channel.name, count=len(many),
+                            submissions=many[:100], listed=f"the first {LOG_EACH} below",
+                            hint="flad status --overdue lists them all")
+        shown = {RECEIPT: 0, NOTIFICATION: 0}
         for one in late:
+            shown[one.kind] += 1
+            if shown[one.kind] > LOG_EACH:
+                continue
             sub = one.submission
             if one.kind == RECEIPT:
                 waited = (now - (sub.sent_at or now)) / 60

@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from flad import config as config_mod
-from flad import overdue, retention
+from flad import logs, overdue, retention
 from flad.journal import Journal
 from tests import configs
 from tests.harness import Running, make_install, sample, wait_for
@@ -78,6 +78,22 @@ def test_a_late_receipt_is_flagged_once_and_cleared_by_the_receipt(
     assert db.record_notification(one, result=1, blocking=0, other=0, anomalies=[],
                                   noti_name="N2")
     assert db.overdue_counts() == {"receipt": 1, "notification": 0}
+
+
+def test_a_backlog_of_late_receipts_is_said_in_one_line(tmp_path: Path, db: Journal,
+                                                       clock: Clock) -> None:
+    for i in range(overdue.LOG_EACH + 5):
+        sub_id = receive(db, str(i).encode(), name=f"{i}.xml")
+        prepare(db, sub_id)
+        sent(db, sub_id)
+    clock.now += DAY
+    cfg = config_mod.load(configs.write(tmp_path, [configs.channel(tmp_path, "acme")]))
+    with capture_logs() as events:
+        assert overdue.look(cfg, db, logs.get("test"), clock=clock) == overdue.LOG_EACH + 5
+        assert overdue.look(cfg, db, logs.get("test"), clock=clock) == 0
+    said = [e for e in events if e["event"] == "receipt_overdue"]
+    assert said[0]["count"] == overdue.LOG_EACH + 5  # the summary first
+    assert len(said) == 1 + overdue.LOG_EACH and all("drop_name" in e for e in said[1:])
 
 
 def test_a_limit_switched_off_clears_its_flags(db: Journal, clock: Clock) -> None:
