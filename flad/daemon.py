@@ -214,6 +214,7 @@ class Service:
         if self.once:
             for worker in self.workers.values():
                 worker.join()
+            self._housekeeping()  # a cron'd --once flags late replies and applies retention
             code = self._once_result(started)
             self.journal.close()
             return code

@@ -216,6 +216,20 @@ def test_an_overdue_submission_shows_first_in_flad_status(
     assert code == 0 and "no submission waits too long" in out
 
 
+def test_once_flags_late_receipts_at_its_end(tmp_path: Path, sshd: SshServer,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A `flad run --once` from cron notices a file it sent an earlier run."""
+    inst = make_install(tmp_path, sshd, receipt_overdue_minutes=0.01)  # 0.6 s
+    inst.drop("a.xml", sample(1))
+    assert inst.run_once() == 0
+    time.sleep(1)
+    with capture_logs() as events:
+        assert inst.run_once() == 0  # nothing to send; the late receipt is said
+    assert [e["drop_name"] for e in events if e["event"] == "receipt_overdue"] == ["a.xml"]
+    code, out, _ = flad(capsys, "status", "-c", inst.config_path, "--overdue")
+    assert code == 1 and "a.xml" in out
+
+
 def test_the_service_applies_retention_at_start(tmp_path: Path, sshd: SshServer) -> None:
     inst = make_install(tmp_path, sshd, sent_retention_days=1, journal_retention_days=1,
                         duplicate_window_days=0)
