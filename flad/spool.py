@@ -19,8 +19,6 @@ from flad import durable, logs
 from flad.config import ChannelConfig
 from flad.journal import Journal, Submission
 
-#: Sub-folders of an outbox that flad writes itself and never watches.
-OWN_FOLDERS = ("rejected", "sent")
 REASON_SUFFIX = ".reason.txt"
 
 

@@ -58,6 +58,7 @@ def test_a_late_receipt_is_flagged_once_and_cleared_by_the_receipt(
     assert db.flag_overdue("acme", limits(clock.now + 3600)) == []  # said once
     assert db.overdue_counts() == {"receipt": 2, "notification": 0}
     assert db.overdue_counts("other") == {"receipt": 0, "notification": 0}
+    assert db.overdue_by_environment() == {("acme", "test", "receipt"): 2}
     assert [e[2] for e in db.events(one)][-1] == "receipt overdue"
     db.record_receipt(one, accepted=True, errors=[], reference="T1", receipt_name="ACRF",
                       type_form="FA", detail=None)

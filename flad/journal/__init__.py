@@ -28,6 +28,7 @@ from flad import logs
 from flad.journal import schema
 from flad.journal.channels import Channels
 from flad.journal.connection import Connections
+from flad.journal.figures import Figures, Transition
 from flad.journal.records import (
     ChannelState,
     Naming,
@@ -57,7 +58,7 @@ __all__ = [
     "ACKNOWLEDGED", "FAILED", "NOTIFIED", "OPEN_STATES", "PREPARED", "RECEIVED", "REFUSED",
     "REJECTED", "SENT", "SENT_STATES", "STATES", "UPLOADING", "ChannelState", "Journal",
     "JournalTooNew", "Late", "Naming", "Prepared", "Pruned", "Received", "SentFormRow",
-    "State", "Submission", "TransitionError", "dumps",
+    "State", "Submission", "Transition", "TransitionError", "dumps",
 ]
 
 
@@ -96,6 +97,8 @@ class Journal:
         self._replies = ReplySets(self.connections, clock)
         self._channels = Channels(self.connections, clock)
         self._silence = Silence(self.connections, clock)
+        #: counts, ages and the tail of the events, for the metrics endpoint
+        self.figures = Figures(self.connections)
 
     def close(self) -> None:
         self.connections.close()
@@ -275,6 +278,10 @@ class Journal:
     def overdue_counts(self, channel: str | None = None) -> dict[str, int]:
         """Submissions waiting too long, per kind: {'receipt': n, 'notification': m}."""
         return self._silence.overdue_counts(channel)
+
+    def overdue_by_environment(self) -> dict[tuple[str, str, str], int]:
+        """(channel, environment, kind) -> submissions late (the metrics' overdue gauge)."""
+        return self._silence.overdue_by_environment()
 
     def prune_finished(self, before: float) -> Pruned:
         """Drop finished rows (rejected, refused, notified) last changed before `before`.

@@ -184,10 +184,17 @@ def _replies_as_written(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-# -- version 3: silence noticed (issue 16) ---------------------------------------------
+# -- version 3: events found by submission --------------------------------------------
+
+def _events_by_submission(db: sqlite3.Connection) -> None:
+    # the metrics endpoint reads, for each new event, the state before it
+    db.execute("CREATE INDEX IF NOT EXISTS event_submission ON event (submission_id, id)")
+
+
+# -- version 4: silence noticed (issue 16) ---------------------------------------------
 
 #: Columns of `submission` for replies that are late.
-_V3_COLUMNS = (
+_V4_COLUMNS = (
     ("overdue", "TEXT"),  # 'receipt' or 'notification' while that reply is late, else NULL
     ("receipt_overdue_at", "REAL"),  # when the late receipt was first said (logged once)
     ("notification_overdue_at", "REAL"),  # when the late notification was first said
@@ -196,7 +203,7 @@ _V3_COLUMNS = (
 
 def _silence_noticed(db: sqlite3.Connection) -> None:
     present = {str(r[1]) for r in db.execute("PRAGMA table_info(submission)")}
-    for name, kind in _V3_COLUMNS:  # present only where a journal was made by hand
+    for name, kind in _V4_COLUMNS:  # present only where a journal was made by hand
         if name not in present:
             db.execute(f"ALTER TABLE submission ADD COLUMN {name} {kind}")
     db.execute("CREATE INDEX IF NOT EXISTS submission_overdue ON submission (overdue)"
@@ -208,7 +215,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "channel state", _first_release),
     Migration(2, "replies as the platform writes them: receipt and notification details, "
                  "sent forms, reply rows", _replies_as_written),
-    Migration(3, "silence noticed: overdue receipts and notifications flagged",
+    Migration(3, "an index of the events by submission (the metrics read the state "
+                 "before each event)", _events_by_submission),
+    Migration(4, "silence noticed: overdue receipts and notifications flagged",
               _silence_noticed),
 )
 #: The schema version this code reads and writes.

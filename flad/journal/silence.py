@@ -111,6 +111,16 @@ class Silence:
             counts[str(kind)] = int(n)
         return counts
 
+    def overdue_by_environment(self) -> dict[tuple[str, str, str], int]:
+        """(channel, environment, kind) -> submissions late, for the metrics endpoint."""
+        with self._conns.reading() as db:
+            if not self._has_overdue(db):
+                return {}
+            rows = db.execute(
+                "SELECT channel, environment, overdue, COUNT(*) FROM submission"
+                " WHERE overdue IS NOT NULL GROUP BY channel, environment, overdue").fetchall()
+        return {(str(c), str(e), str(k)): int(n) for c, e, k, n in rows}
+
     def prune_finished(self, before: float) -> Pruned:
         """Remove finished rows last changed before `before`, in one transaction."""
         marks = ",".join("?" * len(FINISHED))
