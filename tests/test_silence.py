@@ -22,6 +22,7 @@ from tests import configs
 from tests.harness import Running, make_install, sample, wait_for
 from tests.sshd import SshServer
 from tests.test_cli import flad
+from tests.test_metrics import port_of, scrape, value
 from tests.test_journal import DAY, Clock, prepare, receive, sent
 
 
@@ -187,13 +188,17 @@ def test_an_overdue_submission_shows_first_in_flad_status(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """As a new user: a file sent, no receipt comes, `flad status` says so first."""
     monkeypatch.setattr(overdue, "LOOK_SECONDS", 0.2)
-    inst = make_install(tmp_path, sshd, receipt_overdue_minutes=0.02)  # 1.2 s
+    inst = make_install(tmp_path, sshd, receipt_overdue_minutes=0.02,  # 1.2 s
+                        metrics_listen="127.0.0.1:0")
     inst.drop("late.xml", sample(1))
     inst.drop("broken.xml", b"<FLADeclaration>")
-    with capture_logs() as events, Running(inst):
+    with capture_logs() as events, Running(inst) as running:
         wait_for(lambda: any(s.overdue == "receipt" for s in inst.submissions()),
                  timeout=30, what="the late receipt flagged")
         time.sleep(0.5)  # more looks: still said once
+        figures = scrape(port_of(running))  # the metrics endpoint (issue 17) counts it
+        assert value(figures, "flad_overdue_submissions", channel="acme",
+                     environment="test", kind="receipt") == 1
     said = [e for e in events if e["event"] == "receipt_overdue"]
     assert len(said) == 1 and said[0]["drop_name"] == "late.xml"  # once, with its name
     code, out, _ = flad(capsys, "status", "-c", inst.config_path)
