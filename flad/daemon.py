@@ -433,8 +433,10 @@ class Service:
             counts[sub.state] = counts.get(sub.state, 0) + 1
         queued = sum(v for k, v in counts.items() if k != journal.FAILED)
         n = len(self.workers)
+        late = sum(self.journal.overdue_counts().values())
         return (f"{n} channel{'' if n == 1 else 's'}, {queued} queued, "
-                f"{counts.get(journal.FAILED, 0)} failed")
+                f"{counts.get(journal.FAILED, 0)} failed"
+                + (f", {late} overdue" if late else ""))
 
     def _look_for_strays(self) -> None:
         """Say once per folder that files lie where no application is configured."""

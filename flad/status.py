@@ -87,7 +87,9 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState],
     counts: dict[str, int] = {}
     for s in subs:
         counts[s.state] = counts.get(s.state, 0) + 1
-    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    late = sum(1 for s in subs if s.overdue)
+    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                 + (f"; {late} overdue (flad status --overdue)" if late else ""))
     return "\n".join(printable(line) for line in lines)  # one row per line, whatever a name holds
 
 

@@ -22,8 +22,8 @@ from tests import configs
 from tests.harness import Running, make_install, sample, wait_for
 from tests.sshd import SshServer
 from tests.test_cli import flad
-from tests.test_metrics import port_of, scrape, value
 from tests.test_journal import DAY, Clock, prepare, receive, sent
+from tests.test_metrics import port_of, scrape, value
 
 
 @pytest.fixture
@@ -206,6 +206,7 @@ def test_an_overdue_submission_shows_first_in_flad_status(
     rows = [line for line in out.splitlines() if ".xml" in line]
     assert "late.xml" in rows[0] and "!! SENT" in rows[0]  # listed first, marked
     assert "OVERDUE: no receipt since it was sent on" in out
+    assert out.splitlines()[-1] == "1 rejected, 1 sent; 1 overdue (flad status --overdue)"
     code, out, _ = flad(capsys, "status", "-c", inst.config_path, "--overdue")
     assert code == 1 and "late.xml" in out and "broken.xml" not in out
     code, out, _ = flad(capsys, "status", "-c", inst.config_path, "--overdue", "--json")
