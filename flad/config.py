@@ -100,6 +100,9 @@ class ChannelConfig:
     """The company's own ONSS registration number (9 digits), when configured."""
     max_reply_bytes: int = 200 * 1024 * 1024
     """A reply file larger than this (by the server's listing) is left on the server."""
+    #: this channel's own overdue limits (issue 16); None: the [daemon] ones
+    receipt_overdue_minutes: float | None = None
+    notification_overdue_hours: float | None = None
 
     def application(self, name: str) -> ApplicationConfig | None:
         return next((a for a in self.applications if a.name == name), None)
@@ -127,6 +130,14 @@ class DaemonConfig:
     error_codes: Path | None = None
     #: days before a certificate's end from which flad warns (an error in the last week)
     cert_warn_days: int = 30
+    #: a sent file without receipt after this long, an acknowledged one without final
+    #: notification after this long, is overdue (0: never)
+    receipt_overdue_minutes: float = 120.0
+    notification_overdue_hours: float = 72.0
+    #: archived FI/FS older than this leave <outbox>/sent/; finished journal rows older
+    #: than this are pruned (0: kept for ever)
+    sent_retention_days: int = 0
+    journal_retention_days: int = 0
     #: where the metrics endpoint (/metrics, /healthz, /readyz) listens; None: off
     metrics_listen: ListenAddress | None = None
     #: free space kept on the inbox's and the state folder's file systems: a reply set
@@ -325,7 +336,8 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
                           "auth_retry_minutes", "error_codes", "cert_warn_days",
-                          "metrics_listen", "metrics_listen_public", "min_free_bytes"})
+                          "metrics_listen", "metrics_listen_public", "min_free_bytes",
+                          *_DAEMON_ISSUE16})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -345,6 +357,10 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         cert_warn_days=int(r.positive(t, p, "cert_warn_days", 30)),
         metrics_listen=_metrics_listen(r, t, p),
         min_free_bytes=_byte_count(r, t, p, "min_free_bytes", 1024**3, allow_zero=True),
+        receipt_overdue_minutes=_not_negative(r, t, p, "receipt_overdue_minutes", 120.0),
+        notification_overdue_hours=_not_negative(r, t, p, "notification_overdue_hours", 72.0),
+        sent_retention_days=int(_not_negative(r, t, p, "sent_retention_days", 0, int)),
+        journal_retention_days=int(_not_negative(r, t, p, "journal_retention_days", 0, int)),
     )
 
 
@@ -379,6 +395,28 @@ def _byte_count(r: _Reader, t: Mapping[str, Any], p: str, key: str, default: int
         return default
     return value
 
+#: [daemon] keys of issue 16: overdue replies and retention
+_DAEMON_ISSUE16 = ("receipt_overdue_minutes", "notification_overdue_hours",
+                   "sent_retention_days", "journal_retention_days")
+#: the overdue limits a [[channel]] may set for itself
+_CHANNEL_OVERDUE = ("receipt_overdue_minutes", "notification_overdue_hours")
+
+
+def _not_negative(r: _Reader, t: Mapping[str, Any], p: str, key: str, default: float,
+                  kind: type[float] | type[int] = float) -> float:
+    """A limit where 0 means "off": a number of 0 or more."""
+    value = r.get(t, p, key, kind, default)
+    assert value is not None
+    if value < 0:
+        r.problem(f"{p}{key}", f"must be 0 (off) or more, got {value}")
+        return default
+    return float(value)
+
+
+def _channel_overdue(r: _Reader, t: Mapping[str, Any], p: str) -> dict[str, float]:
+    """A channel's own overdue limits, those it sets."""
+    return {key: _not_negative(r, t, p, key, 0.0) for key in _CHANNEL_OVERDUE if key in t}
+
 
 def _error_codes(r: _Reader, t: Mapping[str, Any], p: str) -> Path | None:
     path = r.path_value(t, p, "error_codes")
@@ -402,7 +440,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
                           "outbox", "inbox",
                           "production", "mandates", "sign_test_files", "fs_line_format",
                           "reply_trust", "remove_after_download", "poll_seconds", "sftp",
-                          "signing", "application", "max_reply_bytes"})
+                          "signing", "application", "max_reply_bytes", *_CHANNEL_OVERDUE})
     quality = r.choice(t, p, "quality", identity.QUALITIES, None) or ""
     company_raw = r.text(t, p, "company_id", required=True)
     company_id = ""
@@ -484,6 +522,7 @@ def _channel(r: _Reader, t: Any, p: str) -> ChannelConfig | None:
         poll_seconds=r.positive(t, p, "poll_seconds", 60.0),
         sftp=sftp, signing=signing, applications=tuple(apps), noss_number=noss_number,
         max_reply_bytes=_byte_count(r, t, p, "max_reply_bytes", 200 * 1024 * 1024),
+        **_channel_overdue(r, t, p),
     )
 
 

@@ -13,13 +13,25 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from flad import certlife, journal, logs, sdnotify, signing, strays, xmlcheck
+from flad import (
+    certlife,
+    journal,
+    logs,
+    overdue,
+    retention,
+    sdnotify,
+    servicecalls,
+    signing,
+    strays,
+    xmlcheck,
+)
 from flad import config as config_mod
 from flad.channel import recovery
 from flad.channel.settings import load_signer
 from flad.channel.store import ContentStore
 from flad.channel.worker import ChannelWorker
 from flad.config import Config
+from flad.control import Answer, ControlServer
 from flad.filecheck import FileChecker
 from flad.journal import Journal
 from flad.metrics.collector import JournalCollector
@@ -74,6 +86,9 @@ class Service:
         self.holds: dict[str, str] = {}
         self.instruments = Instruments()
         self.metrics: MetricsServer | None = None
+        self._control: ControlServer | None = None
+        self._next_overdue_look = 0.0
+        self._next_retention = 0.0
 
     # -- start and stop ------------------------------------------------------------
 
@@ -252,14 +267,17 @@ class Service:
         if not self.once:  # registered before the first claim: its events are counted
             self.instruments.registry.register(JournalCollector(
                 self.journal, lambda: self.config.channels, lambda: self.lifetimes,
-                held=lambda: dict(self.holds)))
+                held=lambda: dict(self.holds),
+                overdue=lambda db: db.overdue_by_environment()))
         self._start(self.config)
         if self.once:
             for worker in self.workers.values():
                 worker.join()
+            self._housekeeping()  # a cron'd --once flags late replies and applies retention
             code = self._once_result(started)
             self.journal.close()
             return code
+        self._open_control()
         self._start_metrics(self.config)
         sdnotify.notify("READY=1")
         watchdog_every = sdnotify.watchdog_interval()
@@ -272,6 +290,7 @@ class Service:
             if time.monotonic() >= self._next_certificate_look:
                 self._look_at_certificates(self.config)
                 self._look_at_signers()
+            self._housekeeping()
             if time.monotonic() >= self._next_stray_look:
                 self._look_for_strays()
                 self._next_stray_look = time.monotonic() + self.config.daemon.rescan_seconds
@@ -281,11 +300,43 @@ class Service:
                 sdnotify.notify(f"STATUS={self._status_line()}")
         sdnotify.notify("STOPPING=1")
         self.log.info("service_stopping")
+        if self._control is not None:
+            self._control.close()
         self._stop_generation()
         self._stop_metrics()
         self.journal.close()
         self.log.info("service_stopped")
         return 0
+
+    def _housekeeping(self) -> None:
+        """Late replies every minute, retention at start and once a day; never fatal."""
+        if time.monotonic() >= self._next_overdue_look:
+            self._next_overdue_look = time.monotonic() + overdue.LOOK_SECONDS
+            try:
+                overdue.look(self.config, self.journal, self.log)
+            except Exception:  # a look that fails must not stop the service
+                self.log.exception("overdue_look_failed")
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + retention.EVERY_SECONDS
+            try:
+                retention.apply(self.config, self.journal, self.log)
+            except Exception:
+                self.log.exception("retention_failed")
+
+    def _open_control(self) -> None:
+        """The socket `flad replies` and `flad resend` ask through beside the service."""
+        control = ControlServer(self.config.daemon.state_dir, self._on_request, self.log)
+        try:
+            control.start()
+        except OSError as exc:  # the service works without it; the commands then say so
+            self.log.error("control_socket_failed", error=str(exc),
+                           hint="flad replies and flad resend cannot ask the service")
+            return
+        self._control = control
+
+    def _on_request(self, request: dict[str, object]) -> Answer:
+        return servicecalls.handle(request, config=self.config, journal=self.journal,
+                                   workers=dict(self.workers))
 
     def stop(self) -> None:
         """Ask `run` to finish the step in flight and return (what SIGTERM does)."""
@@ -382,8 +433,10 @@ class Service:
             counts[sub.state] = counts.get(sub.state, 0) + 1
         queued = sum(v for k, v in counts.items() if k != journal.FAILED)
         n = len(self.workers)
+        late = sum(self.journal.overdue_counts().values())
         return (f"{n} channel{'' if n == 1 else 's'}, {queued} queued, "
-                f"{counts.get(journal.FAILED, 0)} failed")
+                f"{counts.get(journal.FAILED, 0)} failed"
+                + (f", {late} overdue" if late else ""))
 
     def _look_for_strays(self) -> None:
         """Say once per folder that files lie where no application is configured."""

@@ -96,6 +96,8 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState],
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for sub, row in zip(subs, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if sub.overdue:
+            lines.append("    " + overdue_line(sub))
         if sub.error:
             lines.append(f"    {'reason' if sub.state in ATTENTION else 'last error'}: "
                          f"{sub.error}")
@@ -108,8 +110,25 @@ def render(subs: Sequence[Submission], channels: Sequence[ChannelState],
     counts: dict[str, int] = {}
     for s in subs:
         counts[s.state] = counts.get(s.state, 0) + 1
-    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    late = sum(1 for s in subs if s.overdue)
+    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                 + (f"; {late} overdue (flad status --overdue)" if late else ""))
     return "\n".join(printable(line) for line in lines)  # one row per line, whatever a name holds
+
+
+def overdue_first(subs: Sequence[Submission]) -> list[Submission]:
+    """Submissions whose reply is late first (oldest first), then the others as given."""
+    return sorted(subs, key=lambda s: not s.overdue)
+
+
+def overdue_line(s: Submission) -> str:
+    """What is late and since when, in the words an operator acts on."""
+    if s.overdue == "receipt":
+        return (f"OVERDUE: no receipt since it was sent on {_short(s.sent_at)}; check the "
+                "platform's portal for this file")
+    return (f"OVERDUE: no final notification since the receipt of {_short(s.receipt_at)}"
+            f"{f' (ticket {s.reference_nbr})' if s.reference_nbr else ''}; ask the "
+            "platform about it")
 
 
 def anomaly_line(anomaly: dict[str, Any]) -> str:
@@ -138,8 +157,9 @@ def anomaly_line(anomaly: dict[str, Any]) -> str:
 
 
 def needs_attention(s: Submission) -> bool:
-    """True when a person must act: refused, rejected, failed, NOK, blocking, temporary."""
-    if s.state in ATTENTION or s.receipt_result == 0:
+    """True when a person must act: refused, rejected, failed, NOK, blocking, temporary,
+    or a reply overdue."""
+    if s.state in ATTENTION or s.receipt_result == 0 or s.overdue:
         return True
     if s.notified_at is not None and (
             s.noti_result != 1 or s.noti_provisional or s.anomalies_blocking):

@@ -171,6 +171,10 @@ def old_journal(path: Path) -> dict[int, tuple[str, str | None]]:
     return written
 
 
+#: (from, to) of every migration from a release-1 journal (version 0) to this code's
+EVERY_STEP = [(m.version - 1, m.version) for m in schema.MIGRATIONS]
+
+
 def user_version(path: Path) -> int:
     db = sqlite3.connect(path)
     try:
@@ -189,8 +193,8 @@ def test_a_previous_release_journal_opens_with_every_row_state_and_number(
     try:
         migrated = [(e["from_version"], e["to_version"]) for e in logs
                     if e["event"] == "journal_migrated"]
-        assert migrated == [(m.version - 1, m.version) for m in schema.MIGRATIONS]
-        assert user_version(path) == schema.LATEST == 4
+        assert migrated == EVERY_STEP  # each migration, in order, logged
+        assert user_version(path) == schema.LATEST >= 2
         subs = db.submissions()
         assert {s.id: (s.state, s.sequence) for s in subs} == written
         assert {s.state for s in subs} == set(journal.STATES)  # every state survived
@@ -341,8 +345,7 @@ def test_writers_opening_an_old_journal_at_once_migrate_it_once(tmp_path: Path) 
             t.join(30)
     assert not errors, errors
     assert sorted((e["from_version"], e["to_version"]) for e in logs
-                  if e["event"] == "journal_migrated") == [
-        (m.version - 1, m.version) for m in schema.MIGRATIONS]
+                  if e["event"] == "journal_migrated") == EVERY_STEP
     assert user_version(path) == schema.LATEST
 
 

@@ -23,17 +23,16 @@ def flad_process(*argv: object, timeout: float = 60) -> subprocess.CompletedProc
                           stdin=subprocess.DEVNULL)
 
 
-def test_once_and_replies_beside_the_service_are_refused(tmp_path: Path,
-                                                         sshd: SshServer) -> None:
+def test_once_beside_the_service_is_refused(tmp_path: Path, sshd: SshServer) -> None:
+    """`flad replies` beside the service asks it instead (issue 16): tests/test_control.py."""
     inst = make_install(tmp_path, sshd)
     with Running(inst):
         wait_for(lambda: (tmp_path / "state" / "flad.lock").exists(), what="the lock")
         inst.drop("a.xml", sample(1))
-        for argv, code in ((("run", "--once", "--max-wait", "2"), 2), (("replies",), 1)):
-            done = flad_process(argv[0], "-c", inst.config_path, *argv[1:])
-            assert done.returncode == code, done.stdout + done.stderr
-            assert "another flad works on the state folder" in done.stderr
-            assert f"pid {os.getpid()}, flad run" in done.stderr  # who holds it
+        done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "2")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "another flad works on the state folder" in done.stderr
+        assert f"pid {os.getpid()}, flad run" in done.stderr  # who holds it
         wait_for(lambda: [s.state for s in inst.submissions()] == ["sent"], what="sent")
     # the service stopped: the lock went with it, and a --once run may work again
     done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "5")

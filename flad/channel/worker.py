@@ -9,10 +9,11 @@ the same loop until nothing more can move, then fetches the replies and stops.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from flad import journal, logs, signing
@@ -114,6 +115,9 @@ class ChannelWorker:
         self._in_flight: dict[int, int] = {}  # id -> size
         self._checked: list[Checked] = []
         self._flight_lock = threading.Lock()
+        # work asked of this channel from outside (the control socket), run by the loop
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue())
 
     def start(self) -> None:
         self.thread.start()
@@ -138,13 +142,71 @@ class ChannelWorker:
                         return
                     self.stop.wait(5.0)
         finally:
+            self._refuse_requests()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.stages.close()
             self.transport.close()
 
+    # -- requests from outside (flad replies, flad resend beside the service) ---------
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn` on this worker's thread, between its batches; its result comes later.
+
+        Whatever a command beside the service asks of a channel runs here, so that the
+        channel's journal rows, spool and server have one writer only.
+        """
+        future: Future[Any] = Future()
+        if not self.thread.is_alive() and self.thread.ident is not None:
+            future.set_exception(RuntimeError("the channel's worker has stopped"))
+            return future
+        self._requests.put((fn, future))
+        self.wake.set()
+        if not self.thread.is_alive() and self.thread.ident is not None:
+            self._refuse_requests()  # it ended between the look and the put
+        return future
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                fn, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Stopping:
+                future.set_exception(RuntimeError("the service is stopping"))
+                raise
+            except Exception as exc:  # the asker hears of it; the loop goes on
+                future.set_exception(exc)
+
+    def _refuse_requests(self) -> None:
+        """The worker ends (stop, reload): whoever still waits hears it now."""
+        while True:
+            try:
+                _fn, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError(
+                    "the service stopped or reloaded before doing it; try again"))
+
+    def fetch_replies_now(self) -> tuple[int, int]:
+        """One reply poll now, on this worker (`flad replies` beside the service).
+
+        Returns (sets delivered, sets not delivered). Transport errors reach the asker
+        as they are, after one attempt: the channel's own loop keeps its retries.
+        """
+        before = self.poller.failures
+        self.next_poll = time.monotonic() + self.channel.poll_seconds
+        delivered = self.poller.poll()
+        return delivered, self.poller.failures - before
+
     def _loop(self) -> None:
         previous: list[int] = []
         while not self.stop.is_set():
+            self._serve_requests()
             if time.monotonic() < self.failed_until:
                 if self.once:
                     return
@@ -177,6 +239,7 @@ class ChannelWorker:
                 continue
             previous = []
             for batch in batches(ready):
+                self._serve_requests()  # a command beside the service waits one batch at most
                 if self.stop.is_set() or not self._upload(batch):
                     break
             if self.once and self.gave_up:

@@ -7,6 +7,7 @@ import sys
 
 from flad import config as config_mod
 from flad import logs, signing
+from flad.cli import askservice
 from flad.cli.common import EXIT_OK, EXIT_PROBLEM, Subparsers, load_config, with_config
 from flad.statelock import StateLock, StateLocked
 
@@ -21,9 +22,10 @@ def run(args: argparse.Namespace) -> int:
     lock = StateLock(config.daemon.state_dir)
     try:
         lock.acquire("replies")
-    except StateLocked as exc:
-        print(f"flad replies: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+    except StateLocked as exc:  # the service runs: it does it, between its batches
+        return askservice.ask(config.daemon.state_dir,
+                              {"command": "replies", "channel": args.channel},
+                              "replies", exc)
     db = Journal(config.daemon.state_dir / "journal.sqlite3")
     code = EXIT_OK
     try:
@@ -65,7 +67,8 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("replies", help="fetch the replies waiting on the servers now",
                        description="List OUT/OUTTEST of each channel and bring every "
                        "complete reply set into the inbox now (the service does this every "
-                       "poll_seconds).")
+                       "poll_seconds). Beside the running service, the service does it and "
+                       "this prints its answer.")
     with_config(p)
     p.add_argument("--channel", help="only this channel")
     p.add_argument("--log-format", choices=config_mod.LOG_FORMATS,

@@ -6,20 +6,31 @@ import argparse
 import sys
 
 from flad import status
+from flad.cli import askservice
 from flad.cli.common import EXIT_OK, EXIT_PROBLEM, Subparsers, load_config, with_config
 from flad.journal import Journal
+from flad.statelock import StateLock, StateLocked
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    db = Journal(config.daemon.state_dir / "journal.sqlite3")
+    lock = StateLock(config.daemon.state_dir)
     try:
-        message = status.resend(config, db, args.id)
-    except ValueError as exc:
-        print(f"flad resend: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        lock.acquire("resend")
+    except StateLocked as exc:  # the service runs: it puts the file back in line itself
+        return askservice.ask(config.daemon.state_dir, {"command": "resend", "id": args.id},
+                              "resend", exc)
+    try:
+        db = Journal(config.daemon.state_dir / "journal.sqlite3")
+        try:
+            message = status.resend(config, db, args.id)
+        except ValueError as exc:
+            print(f"flad resend: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+        finally:
+            db.close()
     finally:
-        db.close()
+        lock.release()
     print(message)
     return EXIT_OK
 

@@ -8,7 +8,7 @@ import json
 import time
 
 from flad import status
-from flad.cli.common import EXIT_OK, Subparsers, load_config, with_config
+from flad.cli.common import EXIT_OK, EXIT_PROBLEM, Subparsers, load_config, with_config
 from flad.config import Config
 from flad.journal import Journal
 
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         subs = db.submissions(channel=args.channel, states=args.state or (), since=args.since)
         channels = db.channel_states()
         held = db.replies_held(args.channel)
+        old_schema = db.needs_upgrade
     finally:
         db.close()
     if args.unmatched:
@@ -49,11 +50,20 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(status.render_unmatched(replies, {c.name: c.inbox for c in config.channels}))
         return EXIT_OK
+    subs = status.overdue_first(subs)  # a late reply is what an operator must see first
+    if args.overdue:
+        subs = [s for s in subs if s.overdue]
     if args.json:
         print(json.dumps(status.as_json(subs), indent=2))
+    elif args.overdue and not subs:
+        print("no submission waits too long for its receipt or notification"
+              + (" (the journal predates this check: start the service once)"
+                 if old_schema else ""))
     else:
         print(status.render(subs, channels,
                             certificate_notices(config) + status.held_notices(held)))
+    if args.overdue and subs:
+        return EXIT_PROBLEM  # for monitoring: 1 when something is late
     return EXIT_OK
 
 
@@ -67,6 +77,10 @@ def add_parser(sub: Subparsers) -> None:
                    help="only these states (repeatable)")
     p.add_argument("--channel", help="only this channel")
     p.add_argument("--since", type=since, help="only changes since 30m, 2h, 7d or a date")
+    p.add_argument("--overdue", action="store_true",
+                   help="only the submissions whose receipt or notification is late "
+                        "(receipt_overdue_minutes, notification_overdue_hours); exit 1 "
+                        "when there is one, 0 when none")
     p.add_argument("--unmatched", action="store_true",
                    help="list the replies tied to no submission instead (unmatched "
                         "receipts and notifications, other reply types)")

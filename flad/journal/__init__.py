@@ -10,7 +10,8 @@ submission from the last step that surely happened. WAL mode and a busy timeout 
 - `states`: the states as an enum and the one table of legal moves;
 - `submissions`: claimed files, their numbering and states, receipts and notifications;
 - `reply_sets`: reply sets, reply rows and the sent forms replies are tied by;
-- `channels`: each channel's connection state.
+- `channels`: each channel's connection state;
+- `silence`: overdue receipts and notifications, and pruning old finished rows.
 
 `Journal` is the one door the rest of flad uses; its methods and the state names
 below (`journal.SENT`, `journal.OPEN_STATES`, ...) are the public surface.
@@ -40,6 +41,7 @@ from flad.journal.records import (
 )
 from flad.journal.reply_sets import ReplySets
 from flad.journal.schema import JournalTooNew
+from flad.journal.silence import Late, Pruned, Silence
 from flad.journal.states import OPEN_STATES, SENT_STATES, STATES, State, TransitionError
 from flad.journal.submissions import Submissions
 
@@ -56,8 +58,8 @@ NOTIFIED = State.NOTIFIED
 __all__ = [
     "ACKNOWLEDGED", "FAILED", "NOTIFIED", "OPEN_STATES", "PREPARED", "RECEIVED", "REFUSED",
     "REJECTED", "SENT", "SENT_STATES", "STATES", "UPLOADING", "ChannelState", "Journal",
-    "JournalTooNew", "Naming", "Prepared", "Received", "SentFormRow", "State", "Submission",
-    "Transition", "TransitionError", "dumps",
+    "JournalTooNew", "Late", "Naming", "Prepared", "Pruned", "Received", "SentFormRow",
+    "State", "Submission", "Transition", "TransitionError", "dumps",
 ]
 
 
@@ -95,6 +97,7 @@ class Journal:
         self._submissions = Submissions(self.connections, clock)
         self._replies = ReplySets(self.connections, clock)
         self._channels = Channels(self.connections, clock)
+        self._silence = Silence(self.connections, clock)
         #: counts, ages and the tail of the events, for the metrics endpoint
         self.figures = Figures(self.connections)
 
@@ -273,6 +276,31 @@ class Journal:
                 channel: str | None = None) -> list[dict[str, Any]]:
         """Recorded replies, oldest first; [] from a journal older than that record."""
         return self._replies.replies(unmatched_only=unmatched_only, channel=channel)
+
+    # -- silence and retention -------------------------------------------------------
+
+    def flag_overdue(self, channel: str, limits: dict[str, float | None]) -> list[Late]:
+        """Set and clear `overdue` for a channel; returns the rows late for the first time.
+
+        `limits`: for 'receipt' and 'notification', the time (epoch seconds) before
+        which sending (resp. the receipt) makes the awaited reply late; None: never.
+        """
+        return self._silence.flag_overdue(channel, limits)
+
+    def overdue_counts(self, channel: str | None = None) -> dict[str, int]:
+        """Submissions waiting too long, per kind: {'receipt': n, 'notification': m}."""
+        return self._silence.overdue_counts(channel)
+
+    def overdue_by_environment(self) -> dict[tuple[str, str, str], int]:
+        """(channel, environment, kind) -> submissions late (the metrics' overdue gauge)."""
+        return self._silence.overdue_by_environment()
+
+    def prune_finished(self, before: float) -> Pruned:
+        """Drop finished rows (rejected, refused, notified) last changed before `before`.
+
+        Sequence numbers are never given back: they live in their own counters.
+        """
+        return self._silence.prune_finished(before)
 
     # -- channels ------------------------------------------------------------------
 

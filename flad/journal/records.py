@@ -63,6 +63,10 @@ class Submission:
     noti_type_form: str | None = None
     noti_provisional: int | None = None
     noti_forms: str | None = None
+    #: 'receipt' or 'notification' while that reply is overdue (schema version 3)
+    overdue: str | None = None
+    receipt_overdue_at: float | None = None
+    notification_overdue_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

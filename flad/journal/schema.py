@@ -206,6 +206,25 @@ def _replies_held(db: sqlite3.Connection) -> None:
     )""")
 
 
+# -- version 5: silence noticed (issue 16) ---------------------------------------------
+
+#: Columns of `submission` for replies that are late.
+_V5_COLUMNS = (
+    ("overdue", "TEXT"),  # 'receipt' or 'notification' while that reply is late, else NULL
+    ("receipt_overdue_at", "REAL"),  # when the late receipt was first said (logged once)
+    ("notification_overdue_at", "REAL"),  # when the late notification was first said
+)
+
+
+def _silence_noticed(db: sqlite3.Connection) -> None:
+    present = {str(r[1]) for r in db.execute("PRAGMA table_info(submission)")}
+    for name, kind in _V5_COLUMNS:  # present only where a journal was made by hand
+        if name not in present:
+            db.execute(f"ALTER TABLE submission ADD COLUMN {name} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS submission_overdue ON submission (overdue)"
+               " WHERE overdue IS NOT NULL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: submissions, events, sequence counters, reply sets, "
                  "channel state", _first_release),
@@ -215,6 +234,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                  "before each event)", _events_by_submission),
     Migration(4, "reply sets left on the server by the bounds (too large, space low)",
               _replies_held),
+    Migration(5, "silence noticed: overdue receipts and notifications flagged",
+              _silence_noticed),
 )
 #: The schema version this code reads and writes.
 LATEST = MIGRATIONS[-1].version

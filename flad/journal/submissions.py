@@ -283,7 +283,7 @@ class Submissions:
         fields: dict[str, Any] = {
             "receipt_result": int(accepted), "receipt_error": codes,
             "receipt_errors": json.dumps(list(errors)), "receipt_type_form": type_form,
-            "receipt_name": receipt_name, "receipt_at": self._clock()}
+            "receipt_name": receipt_name, "receipt_at": self._clock(), "overdue": None}
         if reference:
             fields["reference_nbr"] = reference
         if not accepted:
@@ -311,6 +311,8 @@ class Submissions:
             "anomalies": json.dumps(list(anomalies)), "noti_name": noti_name,
             "notified_at": self._clock(), "noti_type_form": type_form,
             "noti_provisional": int(provisional), "noti_forms": json.dumps(list(forms))}
+        if not provisional:  # the wait is over: no longer late
+            fields["overdue"] = None
         with self._conns.tx() as db:
             row = db.execute("SELECT state, notified_at, noti_provisional FROM submission"
                              " WHERE id = ?", (sub_id,)).fetchone()
