@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
+from flad import durable, faults, logs, naming, replyparse, replyunpack, safedir, signing
 from flad.config import ChannelConfig
 from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
@@ -249,15 +249,17 @@ class ReplyPoller:
                 self.journal.record_reply_set(self.channel.name, folder, set_key, names,
                                               "delivering")
                 faults.point("before_reply_rename")
-            inbox.mkdir(parents=True, exist_ok=True)
-            gos = [n for n in names if files[n].type == "GO"]
-            staged = sorted(os.listdir(staging)) if staging.exists() else []
-            for name in [n for n in staged if n not in gos] + gos:  # GO last
-                if (staging / name).exists():
-                    if name in gos:
-                        durable.fsync_dir(inbox)
-                    os.replace(staging / name, inbox / name)
-            durable.fsync_dir(inbox)
+            # inbox/<env> by descriptor: a link put there by whoever writes the inbox is
+            # refused (safedir.FolderReplaced), never followed
+            with safedir.opened(self.channel.inbox, [environment], create=True) as inbox_fd:
+                gos = [n for n in names if files[n].type == "GO"]
+                staged = sorted(os.listdir(staging)) if staging.exists() else []
+                for name in [n for n in staged if n not in gos] + gos:  # GO last
+                    if (staging / name).exists():
+                        if name in gos:
+                            os.fsync(inbox_fd)
+                        os.replace(staging / name, name, dst_dir_fd=inbox_fd)
+                os.fsync(inbox_fd)
             if staging.exists():
                 staging.rmdir()
         except OSError as exc:

@@ -546,3 +546,29 @@ def test_a_claim_batch_keeps_a_bounded_number_of_bytes(tmp_path: Path, sshd: Ssh
         assert len(rows) == 4 and all(r.sha256 for r in rows)
     finally:
         db.close()
+
+
+def test_an_inbox_folder_swapped_for_a_link_takes_no_reply(tmp_path: Path,
+                                                           sshd: SshServer) -> None:
+    """inbox/test a link to flad's state folder: the reply is not written through it,
+    stays on the server, and is delivered once the folder is a folder again."""
+    from structlog.testing import capture_logs
+
+    from tests.replysets import acrf, poll, put_set
+
+    inst = make_install(tmp_path, sshd)
+    state = tmp_path / "flad-only"  # stands for the state folder (the journal is made there)
+    state.mkdir()
+    inst.inbox.mkdir(parents=True)
+    (inst.inbox / "test").symlink_to(state)
+    names = put_set(sshd, "ACRF", 1, acrf("GO.X"))
+    before = sorted(os.listdir(state))
+    with capture_logs() as logged:
+        assert poll(inst) == 0
+    failure = next(e for e in logged if e["event"] == "reply_delivery_failed")
+    assert "symbolic link" in failure["error"]
+    assert sorted(os.listdir(state)) == before  # nothing written through the link
+    assert sorted(os.listdir(sshd.root / "OUTTEST")) == sorted(names)
+    (inst.inbox / "test").unlink()
+    assert poll(inst) == 1
+    assert sorted(os.listdir(inst.inbox / "test")) == sorted(names)
