@@ -328,13 +328,13 @@ def reject_entry(journal: Journal, channel: ChannelConfig, environment: str,
 def _free_name_at(folder: int, name: str, hint: str) -> str:
     """`name` in the folder, or one with `hint` when taken; cut to fit the name limit."""
     limit = safedir.name_max(folder) - len(REASON_SUFFIX)
-    for candidate in (name, f"{name}.{hint}"):
+    for candidate in (text_name(name), f"{text_name(name)}.{hint}"):
         if len(os.fsencode(candidate)) > limit:
             continue
         try:
             os.stat(candidate, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
-            return text_name(candidate)
+            return candidate
     return f"{hint}.name-too-long"
 
 
@@ -400,6 +400,13 @@ def take_back(channel: ChannelConfig, sub: Submission) -> Path:
             taking.take(src, source.name, spool_fd, target.name, shown=repr(sub.drop_name),
                         expected=expected, keep_up_to=-1)
             os.fsync(spool_fd)
+        except taking.Refused as exc:  # put back where it was, said why
+            os.rename(exc.name, source.name, src_dir_fd=exc.where, dst_dir_fd=src)
+            raise ValueError(f"submission {sub.id} cannot be sent again: {exc.reason}") \
+                from None
+        except taking.NotTaken:
+            raise ValueError(f"the file of submission {sub.id} changed while it was taken "
+                             "back; try again") from None
         finally:
             os.close(spool_fd)
         with contextlib.suppress(FileNotFoundError):
