@@ -62,14 +62,20 @@ def open_below(root: Path, parts: tuple[str, ...] | list[str], *, create: bool =
     if create:
         root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    where = root
     try:
         for part in parts:
+            where = where / part
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, mode, dir_fd=fd)
             child = open_at(fd, part)
             os.close(fd)
             fd = child
+    except OSError as exc:
+        os.close(fd)
+        exc.filename = str(where)  # the whole path in messages, not the last part
+        raise
     except BaseException:
         os.close(fd)
         raise
