@@ -572,3 +572,33 @@ def test_an_inbox_folder_swapped_for_a_link_takes_no_reply(tmp_path: Path,
     (inst.inbox / "test").unlink()
     assert poll(inst) == 1
     assert sorted(os.listdir(inst.inbox / "test")) == sorted(names)
+
+
+def test_an_entry_that_cannot_be_moved_is_said_once_and_moved_once_it_can(
+        tmp_path: Path, sshd: SshServer) -> None:
+    """A folder dropped where files go, and rejected/ blocked: refused and journaled
+    once, said once, not at every rescan; moved as soon as the way is free."""
+    from structlog.testing import capture_logs
+
+    inst, cfg, db = _install(tmp_path, sshd)
+    try:
+        folder = inst.outbox / "test" / "fla"
+        folder.mkdir(parents=True)
+        (folder / "dir.xml").mkdir()
+        blocked = inst.outbox / "rejected" / "test" / "fla"
+        blocked.parent.mkdir(parents=True)
+        blocked.write_text("a file where the folder should be")
+        with capture_logs() as logged:
+            watcher = outbox.OutboxWatcher(cfg, outbox.Claimer(cfg, db), lambda c: None)
+            watcher.prepare_folders()
+            for _ in range(4):
+                watcher.rescan()
+        said = [e for e in logged if e["event"] == "claim_failed"]
+        assert len(said) == 1 and "folder" in said[0]["reason"]
+        assert len(db.submissions()) == 1
+        blocked.unlink()
+        watcher.rescan()
+        assert (blocked / "dir.xml").is_dir() and not (folder / "dir.xml").exists()
+        assert len(db.submissions()) == 1
+    finally:
+        db.close()
