@@ -139,6 +139,7 @@ class Claimer:
     def stop(self, folder: DropFolder, exc: OSError) -> None:
         """Stop one drop folder, loudly, once: the service and its other folders go on."""
         self.stopped.add(folder.path)
+        self.failures += 1  # `--once` fails: something in the outbox is not taken
         self.log.error("drop_folder_replaced", channel=folder.channel,
                        environment=folder.environment, application=folder.application,
                        path=str(folder.path), error=exc.strerror or str(exc),
