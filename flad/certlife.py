@@ -36,6 +36,10 @@ class Lifetime:
 
     def text(self) -> str:
         end = f"{self.not_after:%Y-%m-%d %H:%M} UTC"
+        if self.expired and self.role == "signing":
+            return (f"channel {self.channel}: the {self.role} certificate {self.subject} "
+                    f"EXPIRED on {end}: nothing is signed, the channel's files wait; put "
+                    "a valid certificate in place and reload flad")
         if self.expired:
             return (f"channel {self.channel}: the {self.role} certificate {self.subject} "
                     f"EXPIRED on {end}")

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flad import identity, keyfiles, naming, profiles, secrets
+from flad import identity, keyfiles, listen_address, naming, profiles, secrets
 from flad import proxy_address as proxy_mod
+from flad.listen_address import ListenAddress
 from flad.platform import ENVIRONMENTS
+from flad.sftp_settings import ProxySettings, SftpSettings
 from flad.xmlcheck import (
     DEFAULT_EMPLOYER_XPATH,
     DEFAULT_MAX_FILE_BYTES,
@@ -50,23 +52,6 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("; ".join(problems) if len(problems) < 4 else
                          f"{problems[0]} (and {len(problems) - 1} more problems)")
-
-
-@dataclass(frozen=True)
-class SftpConfig:
-    host: str
-    port: int
-    username: str
-    private_key: Path
-    passphrase: bytes | None = field(repr=False)
-    known_hosts: Path
-    legacy_ssh_rsa: bool
-    connect_timeout: float
-    request_timeout: float
-    keepalive_seconds: int
-    passphrase_source: str | None = None  # named when the passphrase is wrong
-    proxy: str | None = None  # http:// or socks5:// host and port, nothing inline
-    proxy_credentials: bytes | None = field(repr=False, default=None)  # b"user:password"
 
 
 @dataclass(frozen=True)
@@ -108,7 +93,7 @@ class ChannelConfig:
     reply_trust: Path | None
     remove_after_download: bool
     poll_seconds: float
-    sftp: SftpConfig
+    sftp: SftpSettings
     signing: SigningConfig | None
     applications: tuple[ApplicationConfig, ...]
     noss_number: str | None = None
@@ -140,6 +125,8 @@ class DaemonConfig:
     error_codes: Path | None = None
     #: days before a certificate's end from which flad warns (an error in the last week)
     cert_warn_days: int = 30
+    #: where the metrics endpoint (/metrics, /healthz, /readyz) listens; None: off
+    metrics_listen: ListenAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -332,7 +319,8 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     p = "daemon."
     r.unknown_keys(t, p, {"state_dir", "log_format", "log_level", "rescan_seconds",
                           "settle_seconds", "duplicate_window_days", "max_backoff_seconds",
-                          "auth_retry_minutes", "error_codes", "cert_warn_days"})
+                          "auth_retry_minutes", "error_codes", "cert_warn_days",
+                          "metrics_listen", "metrics_listen_public"})
     state_dir = r.path_value(t, p, "state_dir") or Path("/var/lib/flad")
     level = r.choice(t, p, "log_level", ("debug", "info", "warning", "error"), "info")
     window = r.get(t, p, "duplicate_window_days", int, 30)
@@ -350,7 +338,28 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         auth_retry_minutes=r.positive(t, p, "auth_retry_minutes", 30.0),
         error_codes=_error_codes(r, t, p),
         cert_warn_days=int(r.positive(t, p, "cert_warn_days", 30)),
+        metrics_listen=_metrics_listen(r, t, p),
     )
+
+
+def _metrics_listen(r: _Reader, t: Mapping[str, Any], p: str) -> ListenAddress | None:
+    """Off unless set; an address beyond loopback only with metrics_listen_public."""
+    text = r.text(t, p, "metrics_listen")
+    public = r.get(t, p, "metrics_listen_public", bool, False)
+    if text is None:
+        return None
+    try:
+        address = listen_address.parse(text)
+    except listen_address.AddressProblem as exc:
+        r.problem(f"{p}metrics_listen", str(exc))
+        return None
+    if not address.loopback and not public:
+        r.problem(f"{p}metrics_listen", f"{address.shown()} is not a loopback address: "
+                  "the metrics would be open to the network; listen on 127.0.0.1 (and let "
+                  "the scraper reach it through a tunnel or a proxy), or add "
+                  "metrics_listen_public = true to open it on purpose")
+        return None
+    return address
 
 
 def _error_codes(r: _Reader, t: Mapping[str, Any], p: str) -> Path | None:
@@ -480,7 +489,7 @@ def _noss_number(r: _Reader, t: Mapping[str, Any], p: str) -> str | None:
     return number
 
 
-def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
+def _sftp(r: _Reader, t: Any, p: str) -> SftpSettings | None:
     if not isinstance(t, dict):
         r.problem(p.rstrip("."), "is required ([channel.sftp] with host, username, "
                   "private_key, known_hosts)")
@@ -511,7 +520,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
     known_hosts = r.path_value(t, p, "known_hosts", required=True)
     keepalive = r.get(t, p, "keepalive_seconds", int, 15)
     assert keepalive is not None
-    return SftpConfig(
+    return SftpSettings(
         host=r.text(t, p, "host", required=True) or "",
         port=port,
         username=r.text(t, p, "username", required=True) or "",
@@ -522,8 +531,7 @@ def _sftp(r: _Reader, t: Any, p: str) -> SftpConfig | None:
         connect_timeout=r.positive(t, p, "connect_timeout", 15.0),
         request_timeout=r.positive(t, p, "request_timeout", 60.0),
         keepalive_seconds=max(1, keepalive),
-        proxy=proxy,
-        proxy_credentials=proxy_credentials,
+        proxy=ProxySettings(proxy, proxy_credentials) if proxy else None,
         passphrase_source=r.secret_source(t),
     )
 

@@ -22,11 +22,16 @@ from flad.channel.worker import ChannelWorker
 from flad.config import Config
 from flad.filecheck import FileChecker
 from flad.journal import Journal
+from flad.metrics.collector import JournalCollector
+from flad.metrics.instruments import Instruments
+from flad.metrics.server import MetricsServer, MetricsUnavailable
 from flad.outbox import Claimed, Claimer, OutboxWatcher, drop_folders
 from flad.remote import RemoteIncompatible, paramiko_compat
 from flad.statelock import StateLock, StateLocked
 
 STOP_GRACE_SECONDS = 9.0
+#: The errors of `signing.check_signer` that hold a channel instead of refusing to start.
+LAPSED = ("certificate expired", "certificate not yet valid")
 #: How often the running service looks at its certificates again.
 CERTIFICATE_LOOK_SECONDS = 24 * 3600.0
 
@@ -63,6 +68,12 @@ class Service:
         self._strays: list[strays.Stray] = []
         self._next_stray_look = 0.0
         self._next_certificate_look = 0.0
+        #: certificate lifetimes of the last look, for /metrics
+        self.lifetimes: list[certlife.Lifetime] = []
+        #: channel -> why it signs nothing now (an expired signing certificate)
+        self.holds: dict[str, str] = {}
+        self.instruments = Instruments()
+        self.metrics: MetricsServer | None = None
 
     # -- start and stop ------------------------------------------------------------
 
@@ -74,10 +85,38 @@ class Service:
                 report = signing.check_signer(signer)
                 for warning in report.warnings:
                     self.log.warning("certificate_warning", channel=ch.name, warning=warning)
-                if report.errors:
-                    raise signing.SigningError(f"channel {ch.name}: {'; '.join(report.errors)}")
+                blocking = [e for e in report.errors if not e.startswith(LAPSED)]
+                if blocking:
+                    raise signing.SigningError(f"channel {ch.name}: {'; '.join(blocking)}")
             signers[ch.name] = signer
         return signers
+
+    def _holds(self, config: Config, signers: dict[str, signing.Signer | None]
+               ) -> dict[str, str]:
+        """Channels whose signing certificate is out of its dates: they sign nothing.
+
+        Their files wait in the spool (never refused: the certificate is flad's
+        problem, not the file's), their signed files still go and their replies still
+        come; the other channels go on. Said loudly, at each look, until a new
+        certificate is in place and the service reloaded.
+        """
+        holds: dict[str, str] = {}
+        for ch in config.channels:
+            signer = signers.get(ch.name)
+            if signer is None:
+                continue
+            lapsed = [e for e in signing.check_signer(signer).errors if e.startswith(LAPSED)]
+            if lapsed:
+                subject = signer.certificate.subject.rfc4514_string()
+                holds[ch.name] = (
+                    f"channel {ch.name}: the signing certificate {subject}: "
+                    f"{'; '.join(lapsed)}: nothing is signed on this channel, its files "
+                    "wait in the spool; put a valid certificate in place, then reload "
+                    "(systemctl reload flad)")
+                self.log.error("certificate_expired", channel=ch.name, subject=subject,
+                               not_after=signer.certificate.not_valid_after_utc.isoformat(),
+                               error="; ".join(lapsed), message=holds[ch.name])
+        return holds
 
     def _look_at_certificates(self, config: Config) -> None:
         """At start, on reload and once a day: certificates near their end, said loudly.
@@ -91,15 +130,28 @@ class Service:
         except Exception:  # a look that fails must not stop the service
             self.log.exception("certificate_look_failed")
             return
+        self.lifetimes = lifetimes
         for level, life in certlife.notices(lifetimes, config.daemon.cert_warn_days):
             log = self.log.error if level == "error" else self.log.warning
             log("certificate_expiring", channel=life.channel, role=life.role,
                 subject=life.subject, not_after=life.not_after.isoformat(),
                 days_left=round(life.days_left, 1), message=life.text())
 
+    def _look_at_signers(self) -> None:
+        """Once a day: a signing certificate that ended while running holds its channel."""
+        try:
+            signers = {name: w.stages.signatures.signer for name, w in self.workers.items()}
+            self.holds = self._holds(self.config, signers)
+        except Exception:  # a look that fails must not stop the service
+            self.log.exception("certificate_look_failed")
+            return
+        for name, worker in self.workers.items():
+            worker.held = self.holds.get(name)
+
     def _start(self, config: Config) -> None:
         signers = self._signers(config)
         self._look_at_certificates(config)
+        self.holds = self._holds(config, signers)
         for warning in config.warnings:
             self.log.warning("config_warning", warning=warning)
         claimer = Claimer(config, self.journal)
@@ -129,7 +181,9 @@ class Service:
         self.workers = {
             ch.name: ChannelWorker(ch, config, self.journal, signers[ch.name], self.store,
                                    self._generation_stop, once=self.once, deadline=deadline,
-                                   wait_replies=self.wait_replies, since=self._started)
+                                   wait_replies=self.wait_replies, since=self._started,
+                                   instruments=self.instruments,
+                                   held=self.holds.get(ch.name))
             for ch in config.channels
         }
         for worker in self.workers.values():
@@ -195,6 +249,10 @@ class Service:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, self._on_signal)
+        if not self.once:  # registered before the first claim: its events are counted
+            self.instruments.registry.register(JournalCollector(
+                self.journal, lambda: self.config.channels, lambda: self.lifetimes,
+                held=lambda: dict(self.holds)))
         self._start(self.config)
         if self.once:
             for worker in self.workers.values():
@@ -202,6 +260,7 @@ class Service:
             code = self._once_result(started)
             self.journal.close()
             return code
+        self._start_metrics(self.config)
         sdnotify.notify("READY=1")
         watchdog_every = sdnotify.watchdog_interval()
         next_ping = 0.0
@@ -212,6 +271,7 @@ class Service:
                 self._do_reload()
             if time.monotonic() >= self._next_certificate_look:
                 self._look_at_certificates(self.config)
+                self._look_at_signers()
             if time.monotonic() >= self._next_stray_look:
                 self._look_for_strays()
                 self._next_stray_look = time.monotonic() + self.config.daemon.rescan_seconds
@@ -222,6 +282,7 @@ class Service:
         sdnotify.notify("STOPPING=1")
         self.log.info("service_stopping")
         self._stop_generation()
+        self._stop_metrics()
         self.journal.close()
         self.log.info("service_stopped")
         return 0
@@ -257,8 +318,63 @@ class Service:
         self._stop_generation(wait_all=True)
         self.config = new
         self._start(new)
+        if new.daemon.metrics_listen != (self.metrics.address if self.metrics else None):
+            self._stop_metrics()
+            self._start_metrics(new)
         sdnotify.notify("READY=1")
         self.log.info("config_reloaded", channels=len(new.channels))
+
+    # -- metrics -------------------------------------------------------------------
+
+    def _start_metrics(self, config: Config) -> None:
+        """The endpoint, when configured; one that cannot listen is said, not fatal.
+
+        At start a busy address stops nothing else: files matter more than figures.
+        """
+        address = config.daemon.metrics_listen
+        if address is None:
+            return
+        try:
+            self.metrics = MetricsServer(address, self.instruments.registry, self.readiness)
+        except MetricsUnavailable as exc:
+            self.log.error("metrics_unavailable", error=str(exc))
+            return
+        self.log.info("metrics_listening", address=self.metrics.shown(),
+                      paths="/metrics /healthz /readyz")
+
+    def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def readiness(self) -> list[str]:
+        """Why the service is not ready (for /readyz); empty when it is.
+
+        Ready: the journal takes a write, and every channel's worker runs and is
+        connected, or retrying within its backoff (a retry overdue by more than a
+        minute means the worker is stuck). A channel failed for a person (host key,
+        credentials) or holding its files (an expired certificate) is not ready.
+        """
+        reasons: list[str] = []
+        problem = self.journal.figures.writable()
+        if problem:
+            reasons.append(problem)
+        states = {s.channel: s for s in self.journal.channel_states()}
+        now = time.time()
+        for name, worker in list(self.workers.items()):
+            state = states.get(name)
+            if not worker.is_alive():
+                reasons.append(f"channel {name}: its worker is not running")
+            elif name in self.holds:
+                reasons.append(f"channel {name}: signing held (certificate out of its dates)")
+            elif state is None or state.updated_at < self._started:
+                reasons.append(f"channel {name}: no contact with the server yet")
+            elif state.state == "failed":
+                reasons.append(f"channel {name}: failed: {state.error}")
+            elif state.state == "retrying" and (state.next_attempt or 0) + 60 < now:
+                reasons.append(f"channel {name}: retry overdue since "
+                               f"{now - (state.next_attempt or 0):.0f}s")
+        return reasons
 
     def _status_line(self) -> str:
         counts: dict[str, int] = {}
@@ -295,5 +411,7 @@ class Service:
                                  refused=refused)
                 failed_now += [s for s in this_run if s.id in unanswered + refused]
         self.log.info("once_finished", queued=len(still_open), failed=len(failed_now),
-                      not_watched=sum(s.files for s in self._strays), not_taken=not_taken)
-        return 1 if still_open or failed_now or self._strays or not_taken else 0
+                      not_watched=sum(s.files for s in self._strays), not_taken=not_taken,
+                      signing_held=sorted(self.holds))
+        return 1 if (still_open or failed_now or self._strays or not_taken
+                     or self.holds) else 0

@@ -38,11 +38,11 @@ except ImportError:  # pragma: no cover - not Linux
 
 from flad import faults, logs, safedir, spool, taking
 from flad.config import ChannelConfig, Config
+from flad.droplayout import is_ignored
 from flad.journal import Journal, Received
 from flad.platform import ENVIRONMENTS
 from flad.printable import printable
 
-IGNORED_SUFFIXES = (".tmp", ".part", ".partial")
 _READ_CHUNK = 1024 * 1024
 #: Files at least this big are hashed by the check, beside its parse (on another
 #: core), not here: the claim is on the way from the drop to the upload.
@@ -80,10 +80,6 @@ def drop_folders(config: Config) -> list[DropFolder]:
         DropFolder(ch.name, env, app.name, ch.outbox / env / app.name)
         for ch in config.channels for env in ENVIRONMENTS for app in ch.applications
     ]
-
-
-def is_ignored(name: str) -> bool:
-    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
 _kind = taking.kind

@@ -27,10 +27,9 @@ from pathlib import Path
 
 from flad import logs, safedir
 from flad.config import ChannelConfig
+from flad.droplayout import OWN_FOLDERS
 from flad.journal import Journal, Submission
 
-#: Sub-folders of an outbox that flad writes itself and never watches.
-OWN_FOLDERS = ("rejected", "sent")
 REASON_SUFFIX = ".reason.txt"
 #: The spool folder in each outbox (a dot name: never a drop folder nor a stray).
 SPOOL_FOLDER = ".flad-spool"

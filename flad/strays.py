@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flad.config import ChannelConfig, Config
-from flad.outbox import is_ignored
+from flad.droplayout import OWN_FOLDERS, is_ignored
 from flad.platform import ENVIRONMENTS
-from flad.spool import OWN_FOLDERS
 
 #: Entries looked at per folder at most: a folder of millions is named, not listed.
 _SCAN_LIMIT = 10_000

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from flad.channel.replies import ReplyPoller
-from flad.channel.settings import sftp_settings
 from flad.config import load
 from flad.journal import Journal
 from flad.remote import SftpChannel
@@ -132,7 +131,7 @@ def put_set(sshd: SshServer, app: str, seq: int, body: bytes, *, folder: str = "
 def poll(inst: Install) -> int:
     cfg = load(inst.config_path)
     db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    transport = SftpChannel(sftp_settings(cfg.channels[0]))
+    transport = SftpChannel(cfg.channels[0].sftp)
     try:
         return ReplyPoller(cfg.channels[0], db, transport).poll()
     finally:

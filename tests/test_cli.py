@@ -672,9 +672,15 @@ def test_run_with_an_expired_certificate(tmp_path: Path,
         not_after=now - datetime.timedelta(days=1)), chain=[ca.certificate])
     config = write_config(tmp_path, employer_channel(
         tmp_path, signing={"certificate": expired.cert_path, "private_key": expired.key_path}))
-    code, _, err = flad(capsys, "run", "-c", config, "--once", "--log-format", "json")
-    assert code == 2
-    assert err.splitlines()[-1].startswith("flad run: channel acme: certificate expired")
+    code, out, err = flad(capsys, "run", "-c", config, "--once", "--log-format", "json",
+                          "--max-wait", "1")
+    # issue 17: the channel is held (its files wait), no longer a refusal to start; a
+    # run --once still ends in failure, so that a scheduled run is noticed
+    assert code == 1
+    [said] = [json.loads(line) for line in (out + err).splitlines()
+              if '"certificate_expired"' in line]
+    assert said["channel"] == "acme" and said["level"] == "error"
+    assert "certificate expired on" in said["error"]
 
 
 # -- resend ------------------------------------------------------------------------

@@ -321,3 +321,16 @@ def test_readonly_journal_cannot_write(tmp_path: Path) -> None:
             receive(reader)
     finally:
         reader.close()
+
+
+def test_a_spool_path_taken_twice_finds_the_latest_submission(db: Journal) -> None:
+    first = db.add_received(channel="c", application="fla", environment="test",
+                            drop_name="a.xml", spool_path="/spool/x_a.xml", sha256="0" * 64,
+                            size=1)
+    second = db.add_received(channel="c", application="fla", environment="test",
+                             drop_name="a.xml", spool_path="/spool/x_a.xml", sha256="1" * 64,
+                             size=1)
+    assert first < second
+    found = db.by_spool_path("/spool/x_a.xml")
+    assert found is not None and found.id == second
+    assert db.by_spool_path("/spool/other.xml") is None

@@ -189,8 +189,8 @@ def test_a_previous_release_journal_opens_with_every_row_state_and_number(
     try:
         migrated = [(e["from_version"], e["to_version"]) for e in logs
                     if e["event"] == "journal_migrated"]
-        assert migrated == [(0, 1), (1, 2)]
-        assert user_version(path) == schema.LATEST == 2
+        assert migrated == [(m.version - 1, m.version) for m in schema.MIGRATIONS]
+        assert user_version(path) == schema.LATEST == 3
         subs = db.submissions()
         assert {s.id: (s.state, s.sequence) for s in subs} == written
         assert {s.state for s in subs} == set(journal.STATES)  # every state survived
@@ -341,7 +341,8 @@ def test_writers_opening_an_old_journal_at_once_migrate_it_once(tmp_path: Path) 
             t.join(30)
     assert not errors, errors
     assert sorted((e["from_version"], e["to_version"]) for e in logs
-                  if e["event"] == "journal_migrated") == [(0, 1), (1, 2)]
+                  if e["event"] == "journal_migrated") == [
+        (m.version - 1, m.version) for m in schema.MIGRATIONS]
     assert user_version(path) == schema.LATEST
 
 

@@ -152,7 +152,6 @@ def test_an_employer_channel_reads_as_english(tmp_path: Path) -> None:
 
 
 def test_a_wrong_ssh_key_passphrase_names_the_passphrase_file(tmp_path: Path) -> None:
-    from flad.channel.settings import sftp_settings
     from flad.remote import PrivateKeyError, SftpChannel
 
     key = tmp_path / "id_ed25519"
@@ -163,7 +162,7 @@ def test_a_wrong_ssh_key_passphrase_names_the_passphrase_file(tmp_path: Path) ->
     wrong = certs.write_private(tmp_path / "ssh.pass", b"wrong\n")
     channel = configs.channel(tmp_path, key=key)
     channel["sftp"]["passphrase_file"] = wrong
-    settings = sftp_settings(config.load(configs.write(tmp_path, [channel])).channels[0])
+    settings = config.load(configs.write(tmp_path, [channel])).channels[0].sftp
     assert settings.passphrase_source == f"passphrase_file {wrong}"
     with pytest.raises(PrivateKeyError) as info:
         SftpChannel(settings, channel_name="acme")._private_key()

@@ -368,7 +368,6 @@ def test_a_reply_another_client_took_skips_its_set_only(tmp_path: Path,
     """Issue 16: a remote 'not found' while downloading (another process took the set)
     used to fail the whole channel; it skips that set for this poll."""
     from flad.channel.replies import ReplyPoller
-    from flad.channel.settings import sftp_settings
     from flad.remote import SftpChannel
 
     inst = make_install(tmp_path, sshd)
@@ -384,7 +383,7 @@ def test_a_reply_another_client_took_skips_its_set_only(tmp_path: Path,
 
     cfg = config_mod.load(inst.config_path)
     db = journal.Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    transport = Racing(sftp_settings(cfg.channels[0]))
+    transport = Racing(cfg.channels[0].sftp)
     try:
         with structlog.testing.capture_logs() as logged:
             assert ReplyPoller(cfg.channels[0], db, transport).poll() == 1

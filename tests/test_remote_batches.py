@@ -68,9 +68,8 @@ def test_downloads_from_the_sandbox_server(tmp_path: Path, count: int) -> None:
         for i, data in enumerate(datas):
             (sandbox.root / "OUTTEST" / f"r{i}").write_bytes(data)
         from flad import config as config_mod
-        from flad.channel.settings import sftp_settings
 
-        channel = SftpChannel(sftp_settings(config_mod.load(inst.config_path).channels[0]))
+        channel = SftpChannel(config_mod.load(inst.config_path).channels[0].sftp)
         with channel:
             results = channel.get_files([(f"OUTTEST/r{i}", len(d), tmp_path / f"r{i}")
                                          for i, d in enumerate(datas)])

@@ -112,8 +112,8 @@ def test_proxy_credentials_come_from_a_private_file(tmp_path: Path) -> None:
     ch = employer_channel(tmp_path)
     ch["sftp"].update(proxy="socks5://127.0.0.1:1080", proxy_credentials_file=secret)
     loaded = config_mod.load(write_config(tmp_path, ch)).channels[0].sftp
-    assert loaded.proxy == "socks5://127.0.0.1:1080"
-    assert loaded.proxy_credentials == b"flad:s3cret"
+    assert loaded.proxy is not None and loaded.proxy.url == "socks5://127.0.0.1:1080"
+    assert loaded.proxy.credentials == b"flad:s3cret"
     assert "s3cret" not in repr(loaded)
     os.chmod(secret, 0o644)
     with pytest.raises(config_mod.ConfigError, match="chmod 600"):

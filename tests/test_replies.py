@@ -16,7 +16,6 @@ import structlog.testing
 
 from flad import journal, signing
 from flad.channel.replies import ReplyPoller
-from flad.channel.settings import sftp_settings
 from flad.cli import main
 from flad.config import load
 from flad.journal import Journal
@@ -79,7 +78,7 @@ def test_hostile_remote_names_never_escape_the_inbox(tmp_path: Path, sshd: SshSe
     (tmp_path / "outside").mkdir()
     cfg = load(inst.config_path)
     db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    with SftpChannel(sftp_settings(cfg.channels[0])) as transport:
+    with SftpChannel(cfg.channels[0].sftp) as transport:
         poller = ReplyPoller(cfg.channels[0], db, transport)  # as the service keeps it
         with structlog.testing.capture_logs() as first:
             assert poller.poll() == 0
@@ -406,7 +405,7 @@ def test_a_reply_set_seen_before_is_said_once(tmp_path: Path, sshd: SshServer) -
     put_set(sshd, "ACRF", 1, acrf("GO.Y"))
     cfg = load(inst.config_path)
     db = Journal(cfg.daemon.state_dir / "journal.sqlite3")
-    with SftpChannel(sftp_settings(cfg.channels[0])) as transport:
+    with SftpChannel(cfg.channels[0].sftp) as transport:
         poller = ReplyPoller(cfg.channels[0], db, transport)
         with structlog.testing.capture_logs() as logs:
             assert poller.poll() == 0

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from flad import secrets
-from flad.config import SftpConfig, SigningConfig
-from flad.remote import ProxySettings
-from flad.remote.sftp import SftpSettings
+from flad.config import SigningConfig
+from flad.sftp_settings import ProxySettings, SftpSettings
 
 SECRET = b"correct horse battery staple"
 
@@ -58,8 +57,6 @@ def test_the_process_environment_is_read_when_none_is_given(
 def test_no_settings_type_shows_a_secret_in_its_repr(tmp_path: Path) -> None:
     key, hosts = tmp_path / "id", tmp_path / "known_hosts"
     shown = [
-        SftpConfig("h", 8022, "u", key, SECRET, hosts, True, 15.0, 60.0, 15,
-                   proxy="http://proxy:3128", proxy_credentials=b"user:" + SECRET),
         SigningConfig(None, None, tmp_path / "p12", passphrase=SECRET),
         SftpSettings("h", 8022, "u", key, SECRET, hosts,
                      proxy=ProxySettings("http://proxy:3128", b"user:" + SECRET)),

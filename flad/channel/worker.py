@@ -18,11 +18,11 @@ from typing import Any
 from flad import journal, logs, signing
 from flad.channel.replies import ReplyPoller
 from flad.channel.retry import OutOfTime, RetryPolicy, Stopping, one_by_one
-from flad.channel.settings import sftp_settings
 from flad.channel.stages import TO_UPLOAD, Checked, Stages
 from flad.channel.store import Content, ContentStore
 from flad.config import ChannelConfig, Config
 from flad.journal import Journal, Submission
+from flad.metrics.instruments import Instruments
 from flad.remote import PermanentTransportError, SftpChannel, TransportError
 
 #: Files checked and signed at once per channel, while the channel's connection uploads.
@@ -73,7 +73,8 @@ class ChannelWorker:
     def __init__(self, channel: ChannelConfig, config: Config, journal_: Journal,
                  signer: signing.Signer | None, store: ContentStore, stop: threading.Event,
                  *, once: bool, deadline: float | None, wait_replies: float = 0.0,
-                 since: float = 0.0) -> None:
+                 since: float = 0.0, instruments: Instruments | None = None,
+                 held: str | None = None) -> None:
         self.thread = threading.Thread(target=self.run, name=f"channel-{channel.name}",
                                        daemon=True)
         self.channel = channel
@@ -85,7 +86,13 @@ class ChannelWorker:
         self.wait_replies = wait_replies
         self.since = since
         self.wake = threading.Event()
-        self.transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
+        #: the figures only this worker sees (connections, uploads), for /metrics
+        self.instruments = instruments or Instruments(process=False)
+        self.instruments.start_channel(channel.name, channel.environments())
+        #: why the channel takes no file in now (its signing certificate), or None:
+        #: received files wait in the spool, signed ones still go, replies still come
+        self.held = held
+        self.transport = SftpChannel(channel.sftp, channel_name=channel.name)
         self.stages = Stages(channel, config.daemon, journal_, self.transport, signer,
                              config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)
@@ -182,7 +189,7 @@ class ChannelWorker:
         files are checked (and bad ones refused with their reason) even while the
         worker waits for an unreachable server.
         """
-        if self.stop.is_set():
+        if self.stop.is_set() or self.held:
             return
         with self._flight_lock:
             if self._ahead_full():
@@ -286,7 +293,10 @@ class ChannelWorker:
             def step() -> None:  # each retry starts from what is recorded
                 fresh = [s for s in self.journal.get_many([s.id for s in batch])
                          if s.state in TO_UPLOAD]
+                started = time.monotonic()
                 self.stages.upload(fresh, contents, stopping=self.stop.is_set)
+                if fresh:
+                    self._count_upload(fresh, contents, time.monotonic() - started)
 
             if not self._guarded(step, [s.id for s in batch]):
                 raise ChannelHeld()
@@ -300,6 +310,17 @@ class ChannelWorker:
         finally:
             self._archive(ids)
         return True
+
+    def _count_upload(self, fresh: Sequence[Submission], contents: dict[int, Content],
+                      seconds: float) -> None:
+        """The upload's time and the bytes of those whose GO went, for /metrics."""
+        self.instruments.upload_took(self.channel.name, seconds)
+        for sub in self.journal.get_many([s.id for s in fresh]):
+            if sub.state in (journal.PREPARED, journal.UPLOADING, journal.FAILED):
+                continue  # not gone (a GO after a crash is resolved, never counted twice)
+            content = contents.get(sub.id)
+            fs = len(content.fs) if content is not None and content.fs else 0
+            self.instruments.uploaded(self.channel.name, sub.environment, sub.size + fs)
 
     def _keep(self, contents: dict[int, Content]) -> None:
         """The contents of those still to send are kept for the next attempt."""
@@ -354,7 +375,8 @@ class ChannelWorker:
     def _poll_replies(self) -> None:
         self.next_poll = time.monotonic() + self.channel.poll_seconds
         try:
-            self._guarded(self.poller.poll, [])
+            if self._guarded(self.poller.poll, []):
+                self.instruments.polled(self.channel.name)
         except Stopping:
             raise
         except Exception as exc:  # a bug met by one poll: say it, the next poll tries again
@@ -370,8 +392,15 @@ class ChannelWorker:
         """
         which: dict[str, Any] = ({"submission": batch[0]} if len(batch) == 1
                                  else {"submissions": list(batch)} if batch else {})
+        def counted() -> Any:  # each failed attempt, by kind, for /metrics
+            try:
+                return fn()
+            except TransportError as exc:
+                self.instruments.connection_failed(self.channel.name, exc)
+                raise
+
         try:
-            self.retry.run(fn)
+            self.retry.run(counted)
         except PermanentTransportError as exc:
             minutes = self.config.daemon.auth_retry_minutes
             self.failed_until = time.monotonic() + minutes * 60
@@ -390,6 +419,7 @@ class ChannelWorker:
             for one in batch:
                 self.journal.note_error(one, str(exc))
             return False
+        self.instruments.connected(self.channel.name)
         if self.retry.attempts or not self._connected_noted:
             # a new process clears what an earlier one left (failed, retrying) too
             self.journal.set_channel_state(self.channel.name, "connected")

@@ -102,10 +102,17 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
     findings += _check_state_dir(config)
     findings.append(_check_paramiko())
     findings += _check_error_codes(config)
+    from flad.cli import checkmore
+
+    findings += checkmore.check_metrics(config)
     for channel in config.channels:
         findings += _check_channel_offline(channel, config.path)
+        findings += checkmore.check_lifetimes(config, channel)
         if not offline:
-            findings += _check_channel_online(channel)
+            proxy, through = checkmore.check_proxy_leg(channel)
+            findings += proxy
+            if through:  # a proxy that fails would only fail the SSH leg again
+                findings += _check_channel_online(channel)
     return findings
 
 
@@ -237,11 +244,10 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
 
 
 def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
-    from flad.channel.settings import sftp_settings
     from flad.remote import SftpChannel, TransportError
 
     subject = f"channel {ch.name} sftp"
-    transport = SftpChannel(sftp_settings(ch), channel_name=ch.name)
+    transport = SftpChannel(ch.sftp, channel_name=ch.name)
     try:
         transport.connect()
         folders = transport.list_remote_folders()

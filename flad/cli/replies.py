@@ -13,7 +13,6 @@ from flad.statelock import StateLock, StateLocked
 
 def run(args: argparse.Namespace) -> int:
     from flad.channel.replies import ReplyPoller
-    from flad.channel.settings import sftp_settings
     from flad.journal import Journal
     from flad.remote import SftpChannel, TransportError
 
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         for channel in config.channels:
             if args.channel and channel.name != args.channel:
                 continue
-            transport = SftpChannel(sftp_settings(channel), channel_name=channel.name)
+            transport = SftpChannel(channel.sftp, channel_name=channel.name)
             try:
                 poller = ReplyPoller(channel, db, transport,
                                      error_codes=config.daemon.error_codes)

@@ -14,7 +14,6 @@ from flad.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Subparsers, load_
 
 def run(args: argparse.Namespace) -> int:
     from flad import remote
-    from flad.channel.settings import sftp_settings
     from flad.remote.knownhosts import known_keys
 
     config = load_config(args.config)
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         trusted = known_keys(s.known_hosts, s.host, s.port).trusted
         key = remote.fetch_host_key(s.host, s.port, s.connect_timeout,
-                                    sftp_settings(channel).proxy,
+                                    channel.sftp.proxy,
                                     sorted({k.get_name() for k in trusted}) or None)
     except remote.TransportError as exc:
         print(f"flad trust-host: {exc}", file=sys.stderr)

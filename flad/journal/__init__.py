@@ -27,6 +27,7 @@ from flad import logs
 from flad.journal import schema
 from flad.journal.channels import Channels
 from flad.journal.connection import Connections
+from flad.journal.figures import Figures, Transition
 from flad.journal.records import (
     ChannelState,
     Naming,
@@ -55,7 +56,7 @@ __all__ = [
     "ACKNOWLEDGED", "FAILED", "NOTIFIED", "OPEN_STATES", "PREPARED", "RECEIVED", "REFUSED",
     "REJECTED", "SENT", "SENT_STATES", "STATES", "UPLOADING", "ChannelState", "Journal",
     "JournalTooNew", "Naming", "Prepared", "Received", "SentFormRow", "State", "Submission",
-    "TransitionError", "dumps",
+    "Transition", "TransitionError", "dumps",
 ]
 
 
@@ -93,6 +94,8 @@ class Journal:
         self._submissions = Submissions(self.connections, clock)
         self._replies = ReplySets(self.connections, clock)
         self._channels = Channels(self.connections, clock)
+        #: counts, ages and the tail of the events, for the metrics endpoint
+        self.figures = Figures(self.connections)
 
     def close(self) -> None:
         self.connections.close()

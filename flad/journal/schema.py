@@ -184,11 +184,20 @@ def _replies_as_written(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+# -- version 3: events found by submission --------------------------------------------
+
+def _events_by_submission(db: sqlite3.Connection) -> None:
+    # the metrics endpoint reads, for each new event, the state before it
+    db.execute("CREATE INDEX IF NOT EXISTS event_submission ON event (submission_id, id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: submissions, events, sequence counters, reply sets, "
                  "channel state", _first_release),
     Migration(2, "replies as the platform writes them: receipt and notification details, "
                  "sent forms, reply rows", _replies_as_written),
+    Migration(3, "an index of the events by submission (the metrics read the state "
+                 "before each event)", _events_by_submission),
 )
 #: The schema version this code reads and writes.
 LATEST = MIGRATIONS[-1].version

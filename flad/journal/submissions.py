@@ -78,9 +78,11 @@ class Submissions:
         return [found[i] for i in sub_ids if i in found]
 
     def by_spool_path(self, spool_path: str) -> Submission | None:
+        """The latest submission taken under this spool path (a resend reuses none, but
+        an old row may share it): never an arbitrary one of several."""
         with self._conns.reading() as db:
-            row = db.execute("SELECT * FROM submission WHERE spool_path = ?",
-                             (spool_path,)).fetchone()
+            row = db.execute("SELECT * FROM submission WHERE spool_path = ?"
+                             " ORDER BY id DESC LIMIT 1", (spool_path,)).fetchone()
         return Submission(**dict(row)) if row else None
 
     def open_states(self, channel: str) -> list[tuple[int, str]]:

@@ -29,8 +29,8 @@ from flad.remote.errors import (
 from flad.remote.keys import load_private_key
 from flad.remote.knownhosts import add_known_host, fingerprint, known_hosts_name
 from flad.remote.protocol import Remote
-from flad.remote.proxy import ProxySettings
-from flad.remote.sftp import SftpChannel, SftpSettings
+from flad.remote.sftp import SftpChannel
+from flad.sftp_settings import ProxySettings, SftpSettings
 
 __all__ = [
     "AuthenticationFailed",

@@ -17,7 +17,8 @@ from paramiko.ssh_exception import IncompatiblePeer
 
 from flad.remote.errors import HostKeyMismatch, TransportError, describe
 from flad.remote.paramiko_compat import LegacyAwareTransport, incompatible
-from flad.remote.proxy import ProxySettings, open_through
+from flad.remote.proxy import open_through
+from flad.sftp_settings import ProxySettings
 
 log = structlog.get_logger("flad.remote")
 

@@ -14,27 +14,17 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.sync import Proxy
 
 from flad.remote.errors import PermanentTransportError, TransportError
+from flad.sftp_settings import ProxySettings
 
 _TYPES = {"socks5": ProxyType.SOCKS5}
 #: The longest answer to CONNECT flad reads before giving up on the proxy.
 _MAX_ANSWER = 16 * 1024
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    url: str  # scheme://host:port, without credentials
-    credentials: bytes | None = field(default=None, repr=False)  # b"user:password"
-
-    @property
-    def shown(self) -> str:
-        return f"proxy {self.url}"
 
 
 def open_through(settings: ProxySettings, host: str, port: int,

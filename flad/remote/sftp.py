@@ -31,7 +31,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -77,31 +76,12 @@ from flad.remote.paramiko_compat import (
     incompatible,
     server_limits,
 )
-from flad.remote.proxy import ProxySettings
+from flad.sftp_settings import SftpSettings
 
 log = structlog.get_logger("flad.remote")
 
 PREFETCH_REQUESTS = 64  # outstanding read requests while downloading
 CONNECT_PHASES = 4  # TCP+banner+kex, auth, channel, SFTP start: the watchdog's budget
-
-
-@dataclass(frozen=True)
-class SftpSettings:
-    host: str
-    port: int
-    username: str
-    private_key: Path
-    passphrase: bytes | None = field(repr=False)
-    known_hosts: Path
-    # Sign with SHA-1 "ssh-rsa" for an RSA user key (the platform accepts only that),
-    # unless the server's server-sig-algs leaves it out. Ignored for other key types.
-    legacy_ssh_rsa: bool = False
-    connect_timeout: float = 15.0
-    request_timeout: float = 60.0
-    keepalive_seconds: int = 15
-    proxy: ProxySettings | None = None  # HTTP CONNECT or SOCKS5, when the network needs one
-    passphrase_source: str | None = None  # where the passphrase came from, for messages
-
 
 
 class SftpChannel:
