@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,11 +95,17 @@ def move(src: Path, dst: Path, *, sync_folders: bool = True) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        tmp = dst.with_name(f".{dst.name}.partial")
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1024 * 1024)
-            fout.flush()
-            os.fsync(fout.fileno())
+        # never through a link, never into a name planted beforehand (issue 15);
+        # folders shared with other users go through spool.move_file instead
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.partial")
+        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(src_fd, "rb") as fin:
+            out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+            with os.fdopen(out_fd, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1024 * 1024)
+                fout.flush()
+                os.fsync(fout.fileno())
         os.replace(tmp, dst)
         fsync_dir(dst.parent)
         os.unlink(src)

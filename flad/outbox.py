@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import os
 import queue
 import select
@@ -21,6 +20,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +36,12 @@ try:  # full events tell a file renamed in from elsewhere apart from a new file
 except ImportError:  # pragma: no cover - not Linux
     _INOTIFY = None
 
-from flad import durable, faults, logs, spool
+from flad import faults, logs, safedir, spool, taking
 from flad.config import ChannelConfig, Config
 from flad.droplayout import is_ignored
 from flad.journal import Journal, Received
 from flad.platform import ENVIRONMENTS
+from flad.printable import printable
 
 _READ_CHUNK = 1024 * 1024
 #: Files at least this big are hashed by the check, beside its parse (on another
@@ -48,6 +49,10 @@ _READ_CHUNK = 1024 * 1024
 BIG_FILE_BYTES = 4 * 1024 * 1024
 #: Events handled (and files claimed) together at most.
 CLAIM_BATCH = 64
+#: Contents kept in memory for the check, for one claim batch together; the rest is
+#: read again from the spool (and compared with its journaled sha256) when checked.
+CLAIM_BATCH_BYTES = 64 * 1024 * 1024
+_SAID_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -77,22 +82,16 @@ def drop_folders(config: Config) -> list[DropFolder]:
     ]
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device file"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+_kind = taking.kind
 
 
 class Claimer:
-    """Moves a dropped file into the spool and records it as `received`."""
+    """Moves a dropped file into the spool and records it as `received`.
+
+    Drop folders are opened by descriptor (`safedir`), each held to the device, inode
+    and owner it had when first opened: a folder replaced (by a link, or by another
+    folder) is stopped with one `drop_folder_replaced` line, the others go on.
+    """
 
     def __init__(self, config: Config, journal: Journal) -> None:
         self.config = config
@@ -100,167 +99,313 @@ class Claimer:
         self.log = logs.get("flad.outbox")
         #: files left in the outbox because they could not be taken (`--once` fails)
         self.failures = 0
+        #: files taken into the spool whose journal write failed: recorded next turn
+        self.unrecorded = False
+        self.stopped: set[Path] = set()
+        self._identities: dict[Path, safedir.Identity] = {}
+        #: entries that could not be taken or moved, said once while they stay as is
+        self._said: dict[tuple[Path, str, int, int], None] = {}
 
     def spool_dir(self, folder: DropFolder) -> Path:
-        return spool.spool_dir(self.config.daemon.state_dir, folder.channel,
-                               folder.environment, folder.application)
+        return spool.spool_dir(self._channel(folder), folder.environment, folder.application)
+
+    def open_folder(self, folder: DropFolder, *, create: bool = False) -> int | None:
+        """The drop folder by descriptor; None (said once) when it was replaced.
+
+        Raises OSError when it cannot be opened for another reason (missing, no access).
+        """
+        if folder.path in self.stopped:
+            return None
+        channel = self._channel(folder)
+        try:
+            fd = safedir.open_below(channel.outbox, [folder.environment, folder.application],
+                                    create=create)
+        except safedir.FolderReplaced as exc:
+            self.stop(folder, exc)
+            return None
+        try:
+            self._identities.setdefault(
+                folder.path, safedir.check_identity(fd, self._identities.get(folder.path)))
+        except safedir.FolderReplaced as exc:
+            os.close(fd)
+            self.stop(folder, exc)
+            return None
+        return fd
+
+    def stop(self, folder: DropFolder, exc: OSError) -> None:
+        """Stop one drop folder, loudly, once: the service and its other folders go on."""
+        self.stopped.add(folder.path)
+        self.failures += 1  # `--once` fails: something in the outbox is not taken
+        self.log.error("drop_folder_replaced", channel=folder.channel,
+                       environment=folder.environment, application=folder.application,
+                       path=str(folder.path), error=exc.strerror or str(exc),
+                       action="flad takes nothing more from this folder until it is "
+                       "restarted or reloaded",
+                       fix="make it a plain folder again (not a link), owned as it was, "
+                       "then `systemctl reload flad`")
 
     def claim(self, folder: DropFolder, path: Path) -> Claimed | None:
         """Take one entry; None when it vanished or cannot be moved (left in place)."""
         return self.claim_many(folder, [path])[0]
 
     def claim_many(self, folder: DropFolder, paths: list[Path]) -> list[Claimed | None]:
-        """Take several entries of one folder: `claim` for each, with shared fsyncs.
+        """Take several entries of one folder, with shared fsyncs and one transaction.
 
-        Every file is moved into the spool first; then the spool folder and the drop
-        folder are synced once for all of them, and only then is each one journaled.
-        The journal still records a file as `received` only after its move is durable,
-        and a drop of many files costs two folder syncs instead of two per file (under
-        load each cost more than a millisecond, and the claims starved the worker).
+        Every file is taken into the spool first; then the spool folder and the drop
+        folder are synced once for all of them, and only then are they journaled (a
+        drop of many files costs two folder syncs instead of two per file). When that
+        journal write fails, the files wait in the spool and `unrecorded` asks the
+        watcher to record them at its next turn (`recover`), not only at a restart.
+        The contents kept for the check are bounded in bytes for the whole batch.
         """
         results: list[Claimed | None] = [None] * len(paths)
-        moved: list[tuple[int, Path]] = []
-        spool_dir = self.spool_dir(folder)
-        for i, path in enumerate(paths):
-            target = self._move_in(folder, path, spool_dir)
-            if target is not None:
-                moved.append((i, target))
-        if not moved:
+        try:
+            drop_fd = self.open_folder(folder)
+        except OSError as exc:
+            self.failures += 1
+            self.log.warning("outbox_unreadable", channel=folder.channel,
+                             path=str(folder.path), error=exc.strerror)
             return results
-        durable.fsync_dir(spool_dir)
-        with contextlib.suppress(OSError):  # as durable.move: the source folder may be gone
-            durable.fsync_dir(folder.path)
+        if drop_fd is None:
+            return results
+        try:
+            spool_dir = self.spool_dir(folder)
+            try:
+                spool_fd = spool.open_spool(self._channel(folder), folder.environment,
+                                            folder.application)
+            except OSError as exc:
+                self.failures += 1
+                self.log.warning("claim_failed", channel=folder.channel, path=str(spool_dir),
+                                 error=exc.strerror or str(exc), reason="the spool folder "
+                                 "cannot be opened; the files stay in the outbox",
+                                 fix="flad's user needs the outbox's .flad-spool folder, "
+                                 "its own (mode 0700), not a link")
+                return results
+            try:
+                taken = self._take_all(folder, drop_fd, spool_fd, paths)
+                if not taken:
+                    return results
+                os.fsync(spool_fd)
+                with contextlib.suppress(OSError):
+                    os.fsync(drop_fd)
+            finally:
+                os.close(spool_fd)
+        finally:
+            os.close(drop_fd)
         faults.point("after_claim")
-        for (i, _), claimed in zip(moved, self.register_many(folder, [t for _, t in moved]),
-                                   strict=True):
-            results[i] = claimed
+        try:
+            claimed = self._record(folder, [(spool_dir / t.name, t) for _, t in taken])
+        except Exception as exc:  # a full disk, a busy database: found again next turn
+            self.unrecorded = True
+            self.log.error("claim_not_recorded", channel=folder.channel, files=len(taken),
+                           error=str(exc) or type(exc).__name__,
+                           action="the files wait in the spool; the next turn records them")
+            return results
+        for (i, _), one in zip(taken, claimed, strict=True):
+            results[i] = one
         return results
 
-    def _move_in(self, folder: DropFolder, path: Path, spool_dir: Path) -> Path | None:
-        """Rename one entry into the spool (not yet synced); None when not taken."""
-        log = self.log.bind(channel=folder.channel, drop_name=path.name,
+    def _take_all(self, folder: DropFolder, drop_fd: int, spool_fd: int,
+                  paths: list[Path]) -> list[tuple[int, taking.Taken]]:
+        app = self._channel(folder).application(folder.application)
+        limit = app.max_file_bytes if app is not None else 0
+        budget = CLAIM_BATCH_BYTES
+        taken: list[tuple[int, taking.Taken]] = []
+        for i, path in enumerate(paths):
+            one = self._take(folder, drop_fd, spool_fd, path.name, min(limit, budget))
+            if one is not None:
+                taken.append((i, one))
+                budget -= len(one.data or b"")
+        return taken
+
+    def _take(self, folder: DropFolder, drop_fd: int, spool_fd: int, name: str,
+              keep_up_to: int) -> taking.Taken | None:
+        """Take one entry into the spool (not yet synced); None when not taken."""
+        text = spool.text_name(name)
+        log = self.log.bind(channel=folder.channel, drop_name=printable(text),
                             environment=folder.environment, application=folder.application)
         try:
-            st = path.lstat()
+            st = os.stat(name, dir_fd=drop_fd, follow_symlinks=False)
         except FileNotFoundError:
             log.info("file_vanished")
             return None
         except OSError as exc:
             self.failures += 1
-            log.warning("file_unreadable", path=str(path), error=exc.strerror)
+            log.warning("file_unreadable", path=str(folder.path / text), error=exc.strerror)
             return None
+        key = (folder.path, name, st.st_ino, st.st_mtime_ns)
         if not stat.S_ISREG(st.st_mode):
-            self._refuse_special(folder, path, st.st_mode, log)
+            self._refuse(folder, folder.path, drop_fd, name, key, log,
+                         taking.not_regular(repr(text), _kind(st.st_mode)))
             return None
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        target = spool.spool_file(spool_dir, path.name)
+        final = f"{uuid.uuid4().hex[:12]}_{text}"
+        limit = safedir.name_max(spool_fd)
+        if len(os.fsencode(taking.CLAIMING_PREFIX + final)) > limit:
+            self._refuse(folder, folder.path, drop_fd, name, key, log,
+                         f"the name {text!r} is {len(os.fsencode(name))} bytes long; flad "
+                         f"takes names of at most {limit - spool.NAME_OVERHEAD} bytes here: "
+                         "drop it again under a shorter name")
+            return None
         try:
-            durable.move(path, target, sync_folders=False)  # synced once for the batch
-        except FileNotFoundError:
-            log.info("file_vanished")
+            return taking.take(drop_fd, name, spool_fd, final, shown=repr(text),
+                               expected=st, keep_up_to=keep_up_to)
+        except taking.NotTaken as exc:
+            log.info("file_vanished" if str(exc) == "vanished" else "file_changed_while_taken")
+            return None
+        except taking.Refused as refused:
+            where = folder.path if refused.where == drop_fd else self.spool_dir(folder)
+            self._refuse(folder, where, refused.where, refused.name, key, log,
+                         refused.reason, drop_name=name)
             return None
         except OSError as exc:
             self.failures += 1
-            log.warning("claim_failed", path=str(path), spool=str(target),
-                        error=exc.strerror, reason="the file could not be moved out of the "
-                        "outbox into the spool; it stays there and is tried again",
-                        fix="flad's user needs write access to the drop folder and to "
-                        "the state folder")
+            if not self._said_once(key):
+                return None
+            log.warning("claim_failed", path=str(folder.path / text),
+                        spool=str(self.spool_dir(folder) / final), error=exc.strerror,
+                        reason="the file could not be moved out of the outbox into the "
+                        "spool; it stays there and is tried again (said once)",
+                        fix="flad's user needs write access to the drop folder")
             return None
-        return target
+
+    def _said_once(self, key: tuple[Path, str, int, int]) -> bool:
+        """True the first time an entry fails (as it is now): said once, tried again
+        silently at each look, said again only once it changed."""
+        if key in self._said:
+            return False
+        if len(self._said) >= _SAID_LIMIT:
+            self._said.pop(next(iter(self._said)))
+        self._said[key] = None
+        return True
+
+    def _record(self, folder: DropFolder,
+                files: list[tuple[Path, taking.Taken]]) -> list[Claimed]:
+        rows = [Received(folder.channel, folder.application, folder.environment,
+                         spool.drop_name(target), str(target), t.sha256, t.size)
+                for target, t in files]
+        ids = self.journal.add_received_many(rows)
+        for sub_id, row in zip(ids, rows, strict=True):
+            self.log.info("file_claimed", channel=folder.channel,
+                          drop_name=printable(row.drop_name), submission=sub_id,
+                          size=row.size, sha256=row.sha256 or None)
+        return [Claimed(sub_id, folder.channel, t.data)
+                for sub_id, (_, t) in zip(ids, files, strict=True)]
 
     def register(self, folder: DropFolder, target: Path) -> Claimed | None:
         """Hash a spooled file and journal it (also used to recover after a crash)."""
         return self.register_many(folder, [target])[0]
 
     def register_many(self, folder: DropFolder, targets: list[Path]) -> list[Claimed]:
-        """Hash spooled files and journal them together: one transaction for a drop."""
-        max_bytes = max(a.max_file_bytes for a in self._channel(folder).applications)
-        rows: list[Received] = []
-        contents: list[bytes | None] = []
+        """Hash spooled files (streamed) and journal them together."""
+        files = []
         for target in targets:
-            drop_name = spool.drop_name(target)
             try:
-                digest, size, data = _read_and_hash(target, max_bytes)
+                digest, size = taking.sha256_of(None, str(target))
             except OSError as exc:
-                # unreadable (permissions): keep it journaled with no content; check
-                # refuses it
                 self.log.warning("file_unreadable", channel=folder.channel,
-                                 drop_name=drop_name, error=exc.strerror)
-                digest, size, data = "", target.lstat().st_size, None
-            rows.append(Received(folder.channel, folder.application, folder.environment,
-                                 drop_name, str(target), digest, size))
-            contents.append(data)
-        ids = self.journal.add_received_many(rows)
-        for sub_id, row in zip(ids, rows, strict=True):
-            self.log.info("file_claimed", channel=folder.channel, drop_name=row.drop_name,
-                          submission=sub_id, size=row.size, sha256=row.sha256 or None)
-        return [Claimed(sub_id, folder.channel, data)
-                for sub_id, data in zip(ids, contents, strict=True)]
+                                 drop_name=printable(spool.drop_name(target)),
+                                 error=exc.strerror)
+                digest, size = "", os.lstat(target).st_size
+            files.append((target, taking.Taken(target.name, digest, size, None)))
+        return self._record(folder, files)
 
     def _channel(self, folder: DropFolder) -> ChannelConfig:
         channel = self.config.channel(folder.channel)
         assert channel is not None
         return channel
 
-    def _refuse_special(self, folder: DropFolder, path: Path, mode: int, log: Any) -> None:
-        """An entry that is not a regular file goes to rejected/ unopened (journal first)."""
-        reason = (f"{path.name!r} is {_kind(mode)}, not a regular file: flad only sends "
-                  "files that are written into the outbox, and never follows links")
+    def _refuse(self, folder: DropFolder, where: Path, folder_fd: int, name: str,
+                key: tuple[Path, str, int, int], log: Any, reason: str, *,
+                drop_name: str | None = None) -> None:
+        """An entry flad may not read goes to rejected/ unopened (journal first)."""
         try:
             spool.reject_entry(self.journal, self._channel(folder), folder.environment,
-                               folder.application, path, reason)
+                               folder.application, where, folder_fd, name, reason,
+                               drop_name=drop_name)
         except FileNotFoundError:
             log.info("file_vanished")
         except OSError as exc:
             self.failures += 1
-            log.warning("claim_failed", path=str(path), error=exc.strerror, reason=reason)
+            if self._said_once(key):
+                log.warning("claim_failed", path=str(where / spool.text_name(name)),
+                            error=exc.strerror or str(exc), reason=reason,
+                            action="refused and journaled; it stays where it is, the move "
+                            "is tried again at each look (said once)")
 
-    def recover(self, folders: Iterable[DropFolder]) -> int:
-        """Journal spooled files that a crash left between the move and the journal."""
+    def recover(self, folders: Iterable[DropFolder], *,
+                on_claimed: Callable[[Claimed], None] | None = None) -> int:
+        """Journal spooled files that a crash (or a failed journal write) left unrecorded."""
         count = 0
         for folder in folders:
+            count += self._recover_legacy(folder)
+            try:
+                spool_fd = spool.open_spool(self._channel(folder), folder.environment,
+                                            folder.application)
+            except OSError:
+                continue  # no outbox yet, or a spool that is not flad's: said on claim
+            try:
+                names = sorted(os.listdir(spool_fd))
+                for name in names:
+                    if name.startswith(taking.CLAIMING_PREFIX):
+                        self._finish_claiming(folder, spool_fd, name)
+                names = sorted(os.listdir(spool_fd))
+            finally:
+                os.close(spool_fd)
             spool_dir = self.spool_dir(folder)
-            if not spool_dir.is_dir():
-                continue
-            for entry in sorted(spool_dir.iterdir()):
-                if entry.name.startswith(".") or self.journal.by_spool_path(str(entry)):
+            for name in names:
+                entry = spool_dir / name
+                if name.startswith(".") or self.journal.by_spool_path(str(entry)):
                     continue
                 self.log.warning("spool_recovered", channel=folder.channel, path=str(entry))
-                if self.register(folder, entry):
+                try:
+                    claimed = self.register(folder, entry)
+                except Exception as exc:  # the journal still fails: next turn again
+                    self.unrecorded = True
+                    self.log.error("claim_not_recorded", channel=folder.channel,
+                                   error=str(exc) or type(exc).__name__)
+                    return count
+                if claimed is not None:
                     count += 1
+                    if on_claimed is not None:
+                        on_claimed(claimed)
         return count
 
+    def _finish_claiming(self, folder: DropFolder, spool_fd: int, name: str) -> None:
+        """An entry renamed into the spool before a crash, not yet made flad's own."""
+        final = name[len(taking.CLAIMING_PREFIX):]
+        log = self.log.bind(channel=folder.channel, drop_name=printable(final))
+        try:
+            os.stat(final, dir_fd=spool_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:  # the copy was whole (synced before the original is unlinked)
+            os.unlink(name, dir_fd=spool_fd)
+            return
+        try:
+            taking.own(spool_fd, name, final, shown=repr(spool.drop_name(Path(final))),
+                       keep_up_to=-1)
+            os.fsync(spool_fd)
+        except taking.Refused as refused:
+            self._refuse(folder, self.spool_dir(folder), spool_fd, name,
+                         (folder.path, name, 0, 0), log, refused.reason,
+                         drop_name=spool.drop_name(Path(final)))
+        except OSError as exc:
+            log.warning("spool_recovery_failed", error=exc.strerror or str(exc))
 
-def _read_and_hash(path: Path, keep_up_to: int) -> tuple[str, int, bytes | None]:
-    """sha256 and size of a spooled file, and its content when it may be sent.
-
-    A file that may be sent is read in one piece (one buffer of its size, no list of
-    chunks joined afterwards: that held the content twice, 100 MiB at peak for a 50 MiB
-    file); a larger one is only hashed, chunk by chunk. The sha256 of a file of
-    BIG_FILE_BYTES or more that is returned whole is left empty: the check computes it
-    from that content, and the journal gets it when the file is numbered.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(0, "not a regular file")
-        if st.st_size <= keep_up_to:
-            data = f.readall()
-            if len(data) <= keep_up_to:
-                if len(data) >= BIG_FILE_BYTES:
-                    return "", len(data), data
-                return hashlib.sha256(data).hexdigest(), len(data), data
-            digest = hashlib.sha256(data)  # it grew past the limit while being read
-            size = len(data)
-            del data
-        else:
-            digest, size = hashlib.sha256(), 0
-        while chunk := f.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size, None
+    def _recover_legacy(self, folder: DropFolder) -> int:
+        """Files a crash left unrecorded in the spool's former place, the state folder."""
+        legacy = (spool.legacy_spool_root(self.config.daemon.state_dir) / folder.channel
+                  / folder.environment / folder.application)
+        count = 0
+        if not legacy.is_dir():
+            return 0
+        for entry in sorted(legacy.iterdir()):
+            if entry.name.startswith(".") or self.journal.by_spool_path(str(entry)):
+                continue
+            self.log.warning("spool_recovered", channel=folder.channel, path=str(entry))
+            if self.register(folder, entry):
+                count += 1
+        return count
 
 
 class StabilityTracker:
@@ -303,6 +448,7 @@ _IN_CREATE = 0x100
 _IN_Q_OVERFLOW = 0x4000
 _IN_ISDIR = 0x40000000
 _IN_ONLYDIR = 0x01000000
+_IN_DONT_FOLLOW = 0x02000000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, name length
@@ -319,7 +465,8 @@ class _DropEvents:
     IN_MOVED_FROM. A queue overflow asks the watcher for a rescan.
     """
 
-    MASK = _IN_MOVED_TO | _IN_CREATE | _IN_MODIFY | _IN_CLOSE_WRITE | _IN_ONLYDIR
+    MASK = (_IN_MOVED_TO | _IN_CREATE | _IN_MODIFY | _IN_CLOSE_WRITE | _IN_ONLYDIR
+            | _IN_DONT_FOLLOW)
 
     def __init__(self, folders: Iterable[Path], sink: queue.Queue[tuple[Path, bool]],
                  overflow: threading.Event) -> None:
@@ -428,13 +575,20 @@ class OutboxWatcher:
         self._overflow = threading.Event()  # events were lost: rescan now
 
     def prepare_folders(self) -> None:
-        for path in self.folders:
-            path.mkdir(parents=True, exist_ok=True)
+        """Make the drop folders (by descriptor) and note what each one is.
+
+        A folder that is a link already is stopped (`drop_folder_replaced`), not made
+        nor watched; one that cannot be made raises OSError (the service says why).
+        """
+        for folder in self.folders.values():
+            fd = self.claimer.open_folder(folder, create=True)
+            if fd is not None:
+                os.close(fd)
 
     def start_watching(self) -> None:
         if sys.platform.startswith("linux"):
             try:
-                self._observer = _DropEvents(self.folders, self.events, self._overflow)
+                self._observer = _DropEvents(self._watched(), self.events, self._overflow)
                 return
             except (OSError, AttributeError) as exc:  # no inotify, or out of watches
                 self.log.warning("inotify_unavailable", error=str(exc),
@@ -442,9 +596,12 @@ class OutboxWatcher:
         self._observer = (_INOTIFY(generate_full_events=True)
                           if _INOTIFY is not None else Observer())
         handler = _Events(self.events)
-        for path in self.folders:
+        for path in self._watched():
             self._observer.schedule(handler, str(path), recursive=False)
         self._observer.start()
+
+    def _watched(self) -> list[Path]:
+        return [path for path in self.folders if path not in self.claimer.stopped]
 
     def stop_watching(self) -> None:
         if isinstance(self._observer, _DropEvents):
@@ -457,51 +614,87 @@ class OutboxWatcher:
 
     def rescan(self) -> None:
         """Look at every drop folder: events can be missed (and none exist at start)."""
+        self.record_unrecorded()
         for path, folder in self.folders.items():
             try:
-                entries = list(os.scandir(path))
+                fd = self.claimer.open_folder(folder)
+                if fd is None:
+                    continue
+                try:
+                    names = os.listdir(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 self.log.warning("outbox_unreadable", channel=folder.channel,
                                  path=str(path), error=exc.strerror)
                 continue
-            for start in range(0, len(entries), CLAIM_BATCH):
-                self.consider_many([(Path(e.path), False)
-                                    for e in entries[start:start + CLAIM_BATCH]])
+            for start in range(0, len(names), CLAIM_BATCH):
+                self.consider_many([(path / name, False)
+                                    for name in names[start:start + CLAIM_BATCH]])
+
+    def record_unrecorded(self) -> None:
+        """Files taken whose journal write failed: recorded at the next turn."""
+        if self.claimer.unrecorded:
+            self.claimer.unrecorded = False
+            self.claimer.recover(self.folders.values(), on_claimed=self.on_claimed)
 
     def consider(self, path: Path, *, immediate: bool) -> None:
         self.consider_many([(path, immediate)])
 
     def consider_many(self, entries: list[tuple[Path, bool]]) -> None:
         """Claim the entries that are whole (arrived by rename, or stable), together."""
-        ready: dict[Path, list[Path]] = {}
+        by_folder: dict[Path, list[tuple[str, bool]]] = {}
         for path, immediate in entries:
-            folder = self.folders.get(path.parent)
-            if folder is None or is_ignored(path.name):
-                continue
-            try:
-                st = path.lstat()
-            except OSError:
-                self.tracker.forget(path)
-                continue
-            if stat.S_ISREG(st.st_mode) and not immediate and not self.tracker.ready(path, st):
-                continue
-            self.tracker.forget(path)
-            paths = ready.setdefault(folder.path, [])
-            if path not in paths:  # several events for one file: claim it once
-                paths.append(path)
-        for folder_path, paths in ready.items():
+            if path.parent in self.folders and not is_ignored(path.name):
+                by_folder.setdefault(path.parent, []).append((path.name, immediate))
+        for folder_path, names in by_folder.items():
             folder = self.folders[folder_path]
+            ready = self._whole(folder, names)
+            if not ready:
+                continue
             try:
-                claimed = self.claimer.claim_many(folder, paths)
+                claimed = self.claimer.claim_many(folder, ready)
             except Exception as exc:  # one bad entry never stops the watcher
                 self.claimer.failures += 1
                 self.log.error("claim_failed", channel=folder.channel, path=str(folder.path),
-                               drop_name=paths[0].name if len(paths) == 1 else None,
-                               files=len(paths), error=str(exc) or type(exc).__name__)
+                               drop_name=(printable(spool.text_name(ready[0].name))
+                                          if len(ready) == 1 else None),
+                               files=len(ready), error=str(exc) or type(exc).__name__)
                 continue
             for one in claimed:
                 if one is not None:
                     self.on_claimed(one)
+
+    def _whole(self, folder: DropFolder, names: list[tuple[str, bool]]) -> list[Path]:
+        """The entries of one folder that may be taken now (looked at by descriptor)."""
+        try:
+            fd = self.claimer.open_folder(folder)
+        except OSError as exc:
+            self.log.warning("outbox_unreadable", channel=folder.channel,
+                             path=str(folder.path), error=exc.strerror)
+            return []
+        ready: list[Path] = []
+        if fd is None:
+            for name, _ in names:
+                self.tracker.forget(folder.path / name)
+            return ready
+        try:
+            for name, immediate in names:
+                path = folder.path / name
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    self.tracker.forget(path)
+                    continue
+                if (stat.S_ISREG(st.st_mode) and not immediate
+                        and not self.tracker.ready(path, st)):
+                    continue
+                self.tracker.forget(path)
+                if path not in ready:  # several events for one file: claim it once
+                    ready.append(path)
+        finally:
+            os.close(fd)
+        return ready
 
     def pump(self, timeout: float) -> None:
         """Handle queued events for up to `timeout` seconds, then pending in-place writes.
@@ -539,6 +732,7 @@ class OutboxWatcher:
         next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
         while not stop.is_set():
             self.pump(0.5)
+            self.record_unrecorded()
             if time.monotonic() >= next_rescan:
                 self.rescan()
                 next_rescan = time.monotonic() + self.config.daemon.rescan_seconds

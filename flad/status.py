@@ -255,7 +255,7 @@ def resend(config: Config, db: Journal, sub_id: int) -> str:
     source = Path(sub.rejected_path or sub.spool_path)
     if not source.is_file() or source.is_symlink():
         raise ValueError(f"the file of submission {sub_id} is no longer at {source}")
-    target = spool.take_back(config.daemon.state_dir, sub)
+    target = spool.take_back(channel, sub)
     db.requeue(sub_id, str(target), force=True)
     return (f"submission {sub_id} ({sub.drop_name}) is queued again; the running service "
             f"sends it, or run: flad run -c {shlex.quote(str(config.path))} --once")

@@ -45,7 +45,7 @@ def fs_sidecar(sub: Submission) -> Path:
 
 
 def spool_files(inst: Install) -> list[Path]:
-    spool = inst.tmp / "state" / "spool"
+    spool = inst.outbox / ".flad-spool"  # the spool lives in the outbox (issue 15)
     return sorted(p for p in spool.rglob("*") if p.is_file()) if spool.exists() else []
 
 
@@ -112,7 +112,8 @@ def test_identical_files_dropped_together_are_sent_once(tmp_path: Path, sshd: Ss
     claimed = {e["drop_name"]: e["sha256"] for e in logs if e["event"] == "file_claimed"}
     prepared = {e["drop_name"]: e["sha256"] for e in logs if e["event"] == "submission_prepared"}
     for sub in subs:
-        assert claimed[sub.drop_name] == (None if size else sub.sha256)
+        # hashed when taken, big or small (issue 15): every later read is compared with it
+        assert claimed[sub.drop_name] == sub.sha256
         if sub.state == journal.SENT:
             assert prepared[sub.drop_name] == sub.sha256
 

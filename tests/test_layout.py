@@ -22,6 +22,8 @@ SHELL = ("flad.config", "flad.journal", "flad.remote", "flad.channel", "flad.out
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "sftp_settings.py": ("flad.",),  # nothing of flad
     "droplayout.py": ("flad.",),
+    "safedir.py": ("flad.",),
+    "taking.py": ("flad.",),
     "secrets.py": ("flad.",),
     "proxy_address.py": ("flad.",),
     "listen_address.py": ("flad.",),

@@ -116,9 +116,9 @@ def test_a_file_that_cannot_be_taken_fails_once_and_names_the_path(tmp_path: Pat
                                                                    sshd: SshServer) -> None:
     inst = make_install(tmp_path, sshd)
     dropped = inst.drop("a.xml", sample(1))
-    spool = tmp_path / "state" / "spool"
-    spool.mkdir(parents=True)
-    (spool / "acme").write_text("a file where the channel's spool folder should be")
+    spool = inst.outbox / ".flad-spool"  # the spool lives in the outbox (issue 15)
+    spool.mkdir(parents=True, mode=0o700)
+    (spool / "test").write_text("a file where the spool's folder should be")
     done = flad_process("run", "-c", inst.config_path, "--once", "--max-wait", "3")
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()

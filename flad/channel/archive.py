@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flad import durable, spool
+from flad import spool
 from flad.channel.signatures import SpoolSignatures
 from flad.config import ChannelConfig
 from flad.journal import Submission
@@ -25,6 +25,8 @@ def archive(channel: ChannelConfig, signatures: SpoolSignatures, sub: Submission
     if recovering:
         signatures.keep_whole(sub)
     fs = spool.fs_path(spooled)
+    # by descriptor (sent/ is in the shared outbox: never through a link), and flad's
+    # own files there, readable by the drop group, written by flad alone
     if sub.fs_name and fs.exists():
-        durable.move(fs, target_dir / sub.fs_name, sync_folders=False)
-    durable.move(spooled, target_dir / sub.fi_name, sync_folders=False)
+        spool.move_file(fs, target_dir / sub.fs_name, sync=False)
+    spool.move_file(spooled, target_dir / sub.fi_name, sync=False)

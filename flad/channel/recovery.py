@@ -27,13 +27,15 @@ def finish_interrupted(config: Config, journal_: Journal,
     new file dropped under the same name is never taken for it.
     """
     log = logs.get("flad.channel")
-    root = spool.spool_root(config.daemon.state_dir)
+    legacy = spool.legacy_spool_root(config.daemon.state_dir)
     signatures: dict[str, SpoolSignatures] = {}
     done = 0
     for sub in journal_.submissions(states=(journal.REJECTED, journal.SENT)):
         channel = config.channel(sub.channel)
         spooled = Path(sub.spool_path)
-        if channel is None or not spooled.is_relative_to(root) or not spooled.exists():
+        if (channel is None or not spooled.exists() or not (
+                spooled.is_relative_to(legacy)
+                or spooled.is_relative_to(spool.spool_root(channel)))):
             continue
         if channel.name not in signatures:
             signatures[channel.name] = SpoolSignatures(channel, signers.get(channel.name))

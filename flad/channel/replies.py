@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from flad import durable, faults, logs, naming, replyparse, replyunpack, signing
+from flad import durable, faults, logs, naming, replyparse, replyunpack, safedir, signing
 from flad.config import ChannelConfig
 from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
@@ -321,32 +321,34 @@ class ReplyPoller:
         gos = {k: [n for n, p in complete[k].items() if p.type == "GO"] for k in keys}
         sources = {k: self._legacy_staging(folder, k) for k in keys}
         try:
-            inbox.mkdir(parents=True, exist_ok=True)
-            for set_key in keys:
-                if not sources[set_key].is_dir():  # staged by this version: shared folder
-                    sources[set_key] = self._staging(folder)
-                staging = sources[set_key]
-                try:
-                    staged = (sorted(os.listdir(staging)) if staging != self._staging(folder)
-                              else self._staged_names(complete[set_key]))
-                    for name in staged:
-                        if name not in gos[set_key] and (staging / name).exists():
-                            os.replace(staging / name, inbox / name)
-                except OSError as exc:
-                    failed.add(set_key)
-                    self._delivery_failed(folder, set_key, exc, inbox)
-            durable.fsync_dir(inbox)  # every data file is in place before any GO
-            faults.point("between_reply_renames")
-            for set_key in [k for k in keys if k not in failed]:
-                staging = sources[set_key]
-                try:
-                    for name in gos[set_key]:
-                        if (staging / name).exists():
-                            os.replace(staging / name, inbox / name)
-                except OSError as exc:
-                    failed.add(set_key)
-                    self._delivery_failed(folder, set_key, exc, inbox)
-            durable.fsync_dir(inbox)
+            # inbox/<env> by descriptor: a link put there by whoever writes the inbox is
+            # refused (safedir.FolderReplaced), never followed
+            with safedir.opened(self.channel.inbox, [environment], create=True) as inbox_fd:
+                for set_key in keys:
+                    if not sources[set_key].is_dir():  # staged by this version: shared folder
+                        sources[set_key] = self._staging(folder)
+                    staging = sources[set_key]
+                    try:
+                        staged = (sorted(os.listdir(staging)) if staging != self._staging(folder)
+                                  else self._staged_names(complete[set_key]))
+                        for name in staged:
+                            if name not in gos[set_key] and (staging / name).exists():
+                                os.replace(staging / name, name, dst_dir_fd=inbox_fd)
+                    except OSError as exc:
+                        failed.add(set_key)
+                        self._delivery_failed(folder, set_key, exc, inbox)
+                os.fsync(inbox_fd)  # every data file is in place before any GO
+                faults.point("between_reply_renames")
+                for set_key in [k for k in keys if k not in failed]:
+                    staging = sources[set_key]
+                    try:
+                        for name in gos[set_key]:
+                            if (staging / name).exists():
+                                os.replace(staging / name, name, dst_dir_fd=inbox_fd)
+                    except OSError as exc:
+                        failed.add(set_key)
+                        self._delivery_failed(folder, set_key, exc, inbox)
+                os.fsync(inbox_fd)
         except OSError as exc:  # the inbox itself: no set of the slice is whole for sure
             for set_key in keys:
                 if set_key not in failed:

@@ -40,8 +40,8 @@ class SpoolSignatures:
         the configuration since), the spooled one is all there is.
         """
         path = spool.fs_path(Path(sub.spool_path))
-        if data is None:
-            data = Path(sub.spool_path).read_bytes()
+        if data is None:  # bytes from the spool: signed only if they are the checked ones
+            data = spool.read_verified(sub, 1 << 62)
         try:
             fs = path.read_bytes()
             signing.verify_fs(data, fs, certificate=(
@@ -64,6 +64,6 @@ class SpoolSignatures:
             return
         try:
             self.ensure(sub, None)
-        except (OSError, signing.SigningError) as exc:  # the GO is out: archive anyway
+        except (OSError, signing.SigningError, spool.SpoolChanged) as exc:  # GO is out: archive
             self.log.error("signature_check_failed", submission=sub.id,
                            fs_name=sub.fs_name, error=str(exc))

@@ -9,8 +9,8 @@ must never be repeated blindly, the GO, is resolved by looking at the server.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
-import os
 import shlex
 import stat
 import time
@@ -143,11 +143,12 @@ class Stages:
                 for f in forms])
 
     def _read_spool(self, sub: Submission, app: ApplicationConfig) -> bytes:
-        """The spooled bytes, never through a link nor from anything but a regular file.
+        """The spooled bytes, never through a link, and the ones the journal recorded.
 
         A row left `received` by a crash inside the claimer's refusal of a link or a
         pipe names that entry in the outbox: it is refused here, never opened (a pipe
-        opened for reading would block the check for ever).
+        opened for reading would block the check for ever). Bytes that are not those
+        hashed when the file was taken are refused with the reason.
         """
         path = Path(sub.spool_path)
         try:
@@ -156,15 +157,20 @@ class Stages:
                 raise Rejected(f"{sub.drop_name!r} is not a regular file: flad only sends "
                                "files that are written into the outbox, and never follows "
                                "links")
-            if st.st_size > app.max_file_bytes:
-                raise Rejected(f"file is {st.st_size} bytes, larger than the limit of "
-                               f"{app.max_file_bytes} bytes")
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as f:
-                return f.read()
+            return spool.read_verified(sub, app.max_file_bytes)
+        except ValueError as exc:
+            raise Rejected(f"file is {exc.args[0]} bytes, larger than the limit of "
+                           f"{app.max_file_bytes} bytes") from None
+        except spool.SpoolChanged as exc:
+            raise Rejected(str(exc)) from None
         except PermissionError:
             raise Rejected("flad may not read the file (permission denied): give the flad "
                            "user read access") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Rejected(f"{sub.drop_name!r} is a symbolic link, not a regular file: "
+                               "flad never follows links") from None
+            raise
 
     def reject(self, sub: Submission, reason: str) -> None:
         spool.reject(self.journal, self.channel, sub, reason)
@@ -250,6 +256,9 @@ class Stages:
 
     def _send(self, todo: Sequence[Submission], contents: Mapping[int, Content],
               stopping: Callable[[], bool]) -> None:
+        todo = [sub for sub in todo if self._unchanged(sub, contents)]
+        if not todo:
+            return
         ids = [sub.id for sub in todo]
         started = time.monotonic()
         self.journal.mark_uploading_many(ids, "data")
@@ -289,6 +298,29 @@ class Stages:
             self.log.info("go_sent", submission=sub.id, fi_name=sub.fi_name,
                           go_name=sub.go_name, fs_name=sub.fs_name, batch=len(todo),
                           duration_ms=duration)
+
+    def _unchanged(self, sub: Submission, contents: Mapping[int, Content]) -> bool:
+        """A file sent from the spool is first compared with the hash it was checked with.
+
+        Bytes held in memory are the ones that were checked; a spooled file is read
+        again by the transport, so it is hashed (streamed) first: a mismatch fails the
+        submission with the reason, and nothing of it is sent.
+        """
+        content = contents.get(sub.id)
+        if content is not None and content.data is not None:
+            return True
+        try:
+            spool.verify(sub)
+        except spool.SpoolChanged as exc:
+            reason = str(exc)
+        except OSError as exc:
+            reason = f"the spooled file cannot be read: {exc.strerror or exc}"
+        else:
+            return True
+        self.journal.mark_failed(sub.id, reason)
+        self.log.error("upload_refused", submission=sub.id, fi_name=sub.fi_name,
+                       reason=reason)
+        return False
 
     @staticmethod
     def _refused_by_server(exc: Exception, batch: Sequence[Submission]) -> bool:
