@@ -267,8 +267,7 @@ class Service:
         if not self.once:  # registered before the first claim: its events are counted
             self.instruments.registry.register(JournalCollector(
                 self.journal, lambda: self.config.channels, lambda: self.lifetimes,
-                held=lambda: dict(self.holds),
-                overdue=lambda db: db.overdue_by_environment()))
+                held=lambda: dict(self.holds)))
         self._start(self.config)
         if self.once:
             for worker in self.workers.values():

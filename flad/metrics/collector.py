@@ -46,24 +46,14 @@ UNSENT_STATES = (journal.RECEIVED, journal.PREPARED, journal.UPLOADING)
 CHANNEL_STATES = ("connected", "retrying", "failed", "unknown")
 
 
-def no_overdue(_journal: Journal) -> dict[tuple[str, str, str], int]:
-    """(channel, environment, kind) -> overdue submissions.
-
-    OVERDUE (issue 16): the overdue flags are added beside this work; until they exist
-    there is nothing to count. Replace this function's body with a read of those flags
-    (e.g. kind "receipt" and "notification"); the gauge `flad_overdue_submissions` and
-    its zero series already follow whatever it returns.
-    """
-    return {}
-
-
 class JournalCollector(Collector):
     """A prometheus_client collector over one journal (and the current configuration)."""
 
     def __init__(self, journal_: Journal, channels: Callable[[], Sequence[ChannelConfig]],
                  lifetimes: Callable[[], Sequence[Lifetime]], *,
                  held: Callable[[], Mapping[str, str]] = dict,
-                 overdue: Callable[[Journal], Mapping[tuple[str, str, str], int]] = no_overdue,
+                 overdue: Callable[[Journal], Mapping[tuple[str, str, str], int]]
+                 = Journal.overdue_by_environment,
                  clock: Callable[[], float] = time.time) -> None:
         self.journal = journal_
         self.channels = channels
