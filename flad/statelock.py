@@ -41,9 +41,7 @@ class StateLock:
                 raise
             raise StateLocked(
                 f"another flad works on the state folder {self.path.parent} ({holder}); "
-                "only one may: the running service sends every drop and fetches replies "
-                "every poll_seconds by itself, so stop it first (systemctl stop flad) "
-                "or let it do the work") from None
+                f"only one may: {_what_to_do(holder)}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}, flad {command}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode())
@@ -68,3 +66,15 @@ def _read_holder(fd: int) -> str:
     except OSError:
         text = ""
     return text or "a process that did not say which"
+
+
+def _what_to_do(holder: str) -> str:
+    """The advice that fits the holder: a service is left to work, a one-off is waited for."""
+    if ", flad run, " in f"{holder}, ":
+        return ("the running service sends every drop and fetches replies every "
+                "poll_seconds by itself, so stop it first (systemctl stop flad) or let it "
+                "do the work")
+    if "flad " in holder:
+        return "wait until it ends (it is a one-off command), then run this again"
+    return ("stop the service first (systemctl stop flad) or wait until the other "
+            "command ends")

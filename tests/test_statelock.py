@@ -65,3 +65,20 @@ def test_the_lock_file_is_not_followed_when_it_is_a_link(tmp_path: Path) -> None
     with pytest.raises(OSError):
         StateLock(tmp_path / "state").acquire("test")
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("command", "advice"), [
+    ("run", "systemctl stop flad"),
+    ("run --once", "wait until it ends"),
+    ("replies", "wait until it ends"),
+])
+def test_the_refusal_gives_the_advice_that_fits_the_holder(
+        tmp_path: Path, command: str, advice: str) -> None:
+    with StateLock(tmp_path) as holder:
+        holder.acquire(command)
+        with pytest.raises(StateLocked) as caught:
+            StateLock(tmp_path).acquire("resend")
+    assert f"flad {command}, since" in str(caught.value)
+    assert advice in str(caught.value)
+    if command != "run":
+        assert "systemctl" not in str(caught.value)
