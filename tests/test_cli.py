@@ -451,7 +451,9 @@ def test_check_online_unknown_host_key(tmp_path: Path, sshd: SshServer,
     code, out, _ = flad(capsys, "check", "-c", inst.config_path)
     assert code == 1
     assert "not in known_hosts" in out
-    assert f"flad trust-host -c CONFIG {inst.channel['name']}" in out
+    # the hint names the real configuration (issue 15: it said `-c CONFIG`)
+    assert f"flad trust-host -c {inst.config_path} {inst.channel['name']}" in out
+    assert "-c CONFIG" not in out
     assert out.splitlines()[-1].startswith("1 error(s)")
 
 

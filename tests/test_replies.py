@@ -143,6 +143,47 @@ def test_reply_trust_verifies_the_fs(tmp_path: Path, sshd: SshServer) -> None:
     assert not any("00002" in n for n in os.listdir(inst.inbox / "test"))
 
 
+def test_reply_trust_checks_every_file_of_a_set(tmp_path: Path, sshd: SshServer) -> None:
+    """A set of GO + TD/FI without any FS, an FS that signs nothing, a GO with content:
+    none is a set the platform writes, none is delivered as trusted (issue 15, item 9)."""
+    platform = write_test_signer(tmp_path / "platform")
+    inst = make_install(tmp_path, sshd)
+    inst.rewrite(reply_trust=platform.chain_path)
+    signer = signing.load_signer_pem(platform.cert_path, platform.key_path)
+    out = sshd.root / "OUTTEST"
+    base = "ACRF.999999.{date}.{seq:05d}.T"
+    good = acrf("GO.A")
+    good_names = put_set(sshd, "ACRF", 1, good, fs=signing.make_fs(good, signer))
+    date = good_names[0].split(".")[3]
+    hostile: dict[int, list[str]] = {}
+    # 2: GO + TD + FI, no FS at all (the old check looked at FO/CO only)
+    b2 = base.format(date=date, seq=2)
+    for name, body in ((f"TD.{b2}", b""), (f"FI.{b2}", b"<x/>"), (f"GO.{b2}", b"")):
+        (out / name).write_bytes(body)
+    hostile[2] = [f"TD.{b2}", f"FI.{b2}", f"GO.{b2}"]
+    # 3: a signed FO, plus an FI beside it
+    body3 = acrf("GO.C")
+    hostile[3] = put_set(sshd, "ACRF", 3, body3, fs=signing.make_fs(body3, signer))
+    (out / f"FI.{base.format(date=date, seq=3)}").write_bytes(b"unsigned")
+    hostile[3].append(f"FI.{base.format(date=date, seq=3)}")
+    # 4: a signed FO whose GO carries bytes
+    body4 = acrf("GO.D")
+    hostile[4] = put_set(sshd, "ACRF", 4, body4, fs=signing.make_fs(body4, signer))
+    (out / f"GO.{base.format(date=date, seq=4)}").write_bytes(b"payload")
+    with structlog.testing.capture_logs() as logs:
+        assert poll(inst) == 1
+    reasons = {e["set_key"].split(".")[3]: e["reason"] for e in logs
+               if e["event"] == "reply_untrusted"}
+    assert set(reasons) == {"00002", "00003", "00004"}
+    assert "holds no FO or CO file" in reasons["00002"]
+    assert "a FI file is not one the platform sends" in reasons["00003"]
+    assert "is not empty (7 bytes)" in reasons["00004"]
+    delivered = sorted(os.listdir(inst.inbox / "test"))
+    assert delivered == sorted(good_names)
+    left = sorted(os.listdir(out))
+    assert left == sorted(n for names in hostile.values() for n in names)
+
+
 def test_crash_between_delivery_and_removal_delivers_once(tmp_path: Path,
                                                           sshd: SshServer) -> None:
     inst = make_install(tmp_path, sshd)

@@ -483,12 +483,33 @@ class ReplyPoller:
         return True
 
     def _verify(self, staging: Path, files: dict[str, naming.FileName]) -> str | None:
+        """With `reply_trust`, every file of the set answers for itself, not only the data.
+
+        The platform's reply sets hold data files (FO, CO), one FS per data file and an
+        empty GO. A set with a file of another type (an FI or TD from the sender's side),
+        an FS that signs nothing in the set, a GO with content, or no data file at all is
+        not one the platform wrote: delivering it as trusted would put unsigned bytes in
+        the inbox under the name of a checked reply.
+        """
         if self._trust is None:
             return None
-        for name, parsed in files.items():
-            if parsed.type not in DATA_TYPES:
-                continue
-            fs_name = str(parsed.with_type("FS"))
+        data_names = [name for name, parsed in sorted(files.items())
+                      if parsed.type in DATA_TYPES]
+        if not data_names:
+            return "the set holds no FO or CO file: nothing in it is signed"
+        for name, parsed in sorted(files.items()):
+            if parsed.type == "GO":
+                size = (staging / name).stat().st_size
+                if size:
+                    return f"{name} is not empty ({size} bytes): a reply's GO is an empty marker"
+            elif parsed.type == "FS":
+                if not any(str(parsed.with_type(t)) in files for t in DATA_TYPES):
+                    return f"{name} signs no FO or CO file of its set"
+            elif parsed.type not in DATA_TYPES:
+                return (f"{name}: a reply set holds FO or CO files, their FS and a GO; "
+                        f"a {parsed.type} file is not one the platform sends")
+        for name in data_names:
+            fs_name = str(files[name].with_type("FS"))
             if fs_name not in files:
                 return f"{name} has no FS signature in its set"
             fs_size = (staging / fs_name).stat().st_size

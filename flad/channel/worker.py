@@ -93,7 +93,8 @@ class ChannelWorker:
         #: why the channel takes no file in now (its signing certificate), or None:
         #: received files wait in the spool, signed ones still go, replies still come
         self.held = held
-        self.transport = SftpChannel(channel.sftp, channel_name=channel.name)
+        self.transport = SftpChannel(channel.sftp, channel_name=channel.name,
+                                     config_path=config.path)
         self.stages = Stages(channel, config.daemon, journal_, self.transport, signer,
                              config_path=config.path)
         self.log = logs.get("flad.daemon").bind(channel=channel.name)

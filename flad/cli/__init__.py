@@ -25,7 +25,7 @@ from flad.cli import (
     verify_signature,
 )
 from flad.cli.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE
-from flad.journal import JournalTooNew
+from flad.journal import JournalTooNew, JournalUnreadable
 from flad.sandbox import command as sandbox_command
 
 __all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "build_parser", "main"]
@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JournalTooNew as exc:  # any command: the journal is a newer flad's
         logs.get().error("journal_too_new", error=str(exc))
         print(f"flad: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalUnreadable as exc:  # any command: one line, never a traceback
+        logs.get().error("journal_unreadable", path=str(exc.path), error=str(exc))
+        print(f"flad {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `flad status | head`
         sys.stderr.close()

@@ -112,7 +112,7 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
             proxy, through = checkmore.check_proxy_leg(channel)
             findings += proxy
             if through:  # a proxy that fails would only fail the SSH leg again
-                findings += _check_channel_online(channel)
+                findings += _check_channel_online(channel, config.path)
     return findings
 
 
@@ -243,11 +243,11 @@ def _check_channel_offline(ch: ChannelConfig, config_path: Path) -> list[Finding
     return out
 
 
-def _check_channel_online(ch: ChannelConfig) -> list[Finding]:
+def _check_channel_online(ch: ChannelConfig, config_path: Path) -> list[Finding]:
     from flad.remote import SftpChannel, TransportError
 
     subject = f"channel {ch.name} sftp"
-    transport = SftpChannel(ch.sftp, channel_name=ch.name)
+    transport = SftpChannel(ch.sftp, channel_name=ch.name, config_path=config_path)
     try:
         transport.connect()
         folders = transport.list_remote_folders()

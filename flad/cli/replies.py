@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         for channel in config.channels:
             if args.channel and channel.name != args.channel:
                 continue
-            transport = SftpChannel(channel.sftp, channel_name=channel.name)
+            transport = SftpChannel(channel.sftp, channel_name=channel.name,
+                                    config_path=config.path)
             try:
                 poller = ReplyPoller(channel, db, transport,
                                      error_codes=config.daemon.error_codes,

@@ -9,6 +9,7 @@ import sys
 from flad import config as config_mod
 from flad import logs, signing, xmlcheck
 from flad.cli.common import EXIT_USAGE, Subparsers, load_config, with_config
+from flad.journal import JournalUnreadable
 from flad.statelock import StateLocked
 
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_USAGE  # 2: this run did not start at all
     except (signing.SigningError, xmlcheck.XmlRejected, StartupError,
-            RemoteIncompatible) as exc:
+            RemoteIncompatible, JournalUnreadable) as exc:
         logs.get().error("startup_failed", error=str(exc))
         print(f"flad run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,7 +10,7 @@ import time
 from flad import status
 from flad.cli.common import EXIT_OK, EXIT_PROBLEM, Subparsers, load_config, with_config
 from flad.config import Config
-from flad.journal import Journal
+from flad.journal import Journal, damage_named
 
 
 def since(value: str) -> float:
@@ -34,14 +34,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     db = Journal(path, readonly=True)
     try:
-        if args.unmatched:
-            replies = db.replies(unmatched_only=True, channel=args.channel)
-            if args.since is not None:
-                replies = [r for r in replies if r["at"] >= args.since]
-        subs = db.submissions(channel=args.channel, states=args.state or (), since=args.since)
-        channels = db.channel_states()
-        held = db.replies_held(args.channel)
-        old_schema = db.needs_upgrade
+        with damage_named(path):  # damage deep in the file shows only when rows are read
+            if args.unmatched:
+                replies = db.replies(unmatched_only=True, channel=args.channel)
+                if args.since is not None:
+                    replies = [r for r in replies if r["at"] >= args.since]
+            subs = db.submissions(channel=args.channel, states=args.state or (),
+                                  since=args.since)
+            channels = db.channel_states()
+            held = db.replies_held(args.channel)
+            old_schema = db.needs_upgrade
     finally:
         db.close()
     if args.unmatched:

@@ -28,7 +28,7 @@ from typing import Any
 from flad import logs
 from flad.journal import schema
 from flad.journal.channels import Channels
-from flad.journal.connection import Connections
+from flad.journal.connection import Connections, JournalUnreadable, damage_named
 from flad.journal.figures import Figures, Transition
 from flad.journal.records import (
     ChannelState,
@@ -58,8 +58,9 @@ NOTIFIED = State.NOTIFIED
 __all__ = [
     "ACKNOWLEDGED", "FAILED", "NOTIFIED", "OPEN_STATES", "PREPARED", "RECEIVED", "REFUSED",
     "REJECTED", "SENT", "SENT_STATES", "STATES", "UPLOADING", "ChannelState", "Journal",
-    "JournalTooNew", "Late", "Naming", "Prepared", "Pruned", "Received", "SentFormRow",
-    "State", "Submission", "Transition", "TransitionError", "dumps",
+    "JournalTooNew", "JournalUnreadable", "Late", "Naming", "Prepared", "Pruned", "Received",
+    "SentFormRow", "State", "Submission", "Transition", "TransitionError", "damage_named",
+    "dumps",
 ]
 
 
@@ -77,16 +78,17 @@ class Journal:
                  readonly: bool = False) -> None:
         self.path = path
         log = logs.get("flad.journal")
-        self.connections = Connections(path, readonly=readonly)
-        try:
-            if readonly:
-                self.version = schema.refuse_if_newer(self.connections.reader, path)
-            else:
-                schema.upgrade(self.connections.writer, path, log)
-                self.version = schema.LATEST
-        except BaseException:
-            self.connections.close()
-            raise
+        with damage_named(path):
+            self.connections = Connections(path, readonly=readonly)
+            try:
+                if readonly:
+                    self.version = schema.refuse_if_newer(self.connections.reader, path)
+                else:
+                    schema.upgrade(self.connections.writer, path, log)
+                    self.version = schema.LATEST
+            except BaseException:
+                self.connections.close()
+                raise
         #: True when a read-only open found a journal older than this code
         self.needs_upgrade = self.version < schema.LATEST
         if self.needs_upgrade:

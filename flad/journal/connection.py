@@ -19,6 +19,44 @@ from pathlib import Path
 #: How long a statement waits for another connection's lock before it fails.
 BUSY_TIMEOUT_MS = 10_000
 
+#: SQLite's primary codes for a file that is no database, or a damaged one
+_DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+class JournalUnreadable(RuntimeError):
+    """The journal file is no SQLite database, or a damaged one.
+
+    Said in one line with what to do, never as a traceback: an admin reading it must
+    not start flad on a fresh journal, which would number files again from 00001 (the
+    platform refuses names it has seen, ACRF-133).
+    """
+
+    def __init__(self, path: Path, error: sqlite3.Error) -> None:
+        self.path = path
+        super().__init__(
+            f"the journal {path} cannot be read: {error} (a damaged file, or not a flad "
+            f"journal). Stop flad, keep the file aside (mv {path} {path}.damaged) and restore "
+            "the state folder's last copy; `sqlite3 FILE .recover` may save its rows. Do not "
+            "start on an empty journal: it would reuse sequence numbers")
+
+
+def is_damage(error: BaseException) -> bool:
+    """True for SQLite's 'file is not a database' and 'database disk image is malformed'."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.DatabaseError) and code is not None \
+        and code & 0xFF in _DAMAGED_CODES
+
+
+@contextmanager
+def damage_named(path: Path) -> Iterator[None]:
+    """Turn SQLite's damage errors inside the block into `JournalUnreadable` for `path`."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise JournalUnreadable(path, exc) from exc
+        raise
+
 
 class Connections:
     """One journal file's writer and reader; safe to share between threads of one process."""

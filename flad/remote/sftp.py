@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import stat
 import threading
 import time
@@ -100,9 +101,12 @@ class SftpChannel:
     are serialized.
     """
 
-    def __init__(self, settings: SftpSettings, *, channel_name: str = "") -> None:
+    def __init__(self, settings: SftpSettings, *, channel_name: str = "",
+                 config_path: Path | None = None) -> None:
         self.settings = settings
         self.channel_name = channel_name
+        #: the configuration the settings came from, named in hints (`flad trust-host -c`)
+        self.config_path = config_path
         self.connections_opened = 0
         self._where = f"{settings.host}:{settings.port}"
         self._transport: LegacyAwareTransport | None = None
@@ -240,11 +244,12 @@ class SftpChannel:
         if any(k.asbytes() == presented.asbytes() for k in known.trusted):
             return
         if not known.trusted:
+            config = shlex.quote(str(self.config_path)) if self.config_path else "CONFIG"
             self._log.error("ssh_host_key_unknown", presented=shown, known_hosts=str(s.known_hosts))
             raise HostKeyUnknown(
                 f"host key of {name} is not in known_hosts {s.known_hosts} (the server "
                 f"presents {shown}): check this fingerprint with the platform, then run "
-                f"`flad trust-host -c CONFIG {self.channel_name or 'CHANNEL'}`"
+                f"`flad trust-host -c {config} {self.channel_name or 'CHANNEL'}`"
             )
         expected = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in known.trusted)
         self._log.error(
