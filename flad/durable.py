@@ -68,6 +68,7 @@ def write_file(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
+        os.fchmod(fd, mode)  # `mode` whatever the umask (flad's is 0077: filemodes)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)

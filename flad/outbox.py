@@ -36,7 +36,7 @@ try:  # full events tell a file renamed in from elsewhere apart from a new file
 except ImportError:  # pragma: no cover - not Linux
     _INOTIFY = None
 
-from flad import faults, logs, safedir, spool, taking
+from flad import faults, filemodes, logs, safedir, spool, taking
 from flad.config import ChannelConfig, Config
 from flad.droplayout import is_ignored
 from flad.journal import Journal, Received
@@ -119,7 +119,7 @@ class Claimer:
         channel = self._channel(folder)
         try:
             fd = safedir.open_below(channel.outbox, [folder.environment, folder.application],
-                                    create=create)
+                                    create=create, leaf_mode=filemodes.DROP_FOLDER)
         except safedir.FolderReplaced as exc:
             self.stop(folder, exc)
             return None

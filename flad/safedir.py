@@ -15,11 +15,35 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# os.umask is process-wide: a folder is made with the umask lowered for its one mkdir,
+# and this lock keeps two such mkdirs from restoring each other's umask.
+_umask_lock = threading.Lock()
+
+
+def mkdir_exact(name: str | Path, mode: int, dir_fd: int | None = None) -> None:
+    """mkdir with exactly `mode`, whatever the process umask (flad's is 0077).
+
+    The umask is lowered for the one mkdir: a chmod after it would clear the
+    set-group-ID bit the folder inherits from its parent, and setting that bit is what
+    the unit's RestrictSUIDSGID= forbids. Set-ID and sticky bits are refused in `mode`
+    for the same reason. A file another thread creates meanwhile gets at most `mode`.
+    """
+    if mode & ~0o777:
+        raise ValueError(f"folder mode {mode:o}: the set-ID and sticky bits come from "
+                         "the parent, never from flad (the unit forbids setting them)")
+    with _umask_lock:
+        old = os.umask(~mode & 0o777)
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        finally:
+            os.umask(old)
 
 
 class FolderReplaced(OSError):
@@ -52,23 +76,30 @@ def open_at(parent: int | None, name: str) -> int:
 
 
 def open_below(root: Path, parts: tuple[str, ...] | list[str], *, create: bool = False,
-               mode: int = 0o777) -> int:
+               mode: int = 0o750, leaf_mode: int | None = None) -> int:
     """The folder root/parts[0]/parts[1]/..., each part opened without following a link.
 
     `root` is the configured folder (an administrator's choice, trusted as a path); every
     part below it is opened relative to its parent. With `create`, missing parts are
-    made with `mode` (less the umask). The caller closes the descriptor returned.
+    made with exactly `mode` (0750: the drop group reads; the last part `leaf_mode` when
+    given, 0770 for a drop folder), whatever the umask, keeping the set-group-ID bit the
+    kernel hands down; a missing root (an outbox, an inbox) is made 0750 whatever `mode`
+    says of the parts below it. The caller closes the descriptor returned.
     """
     if create:
-        root.mkdir(parents=True, exist_ok=True)
+        for missing in reversed([p for p in (root, *root.parents) if not os.path.lexists(p)]):
+            with contextlib.suppress(FileExistsError):
+                mkdir_exact(missing, 0o750)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     where = root
     try:
-        for part in parts:
+        for index, part in enumerate(parts):
             where = where / part
             if create:
+                last = index == len(parts) - 1 and leaf_mode is not None
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, mode, dir_fd=fd)
+                    mkdir_exact(part, leaf_mode if last and leaf_mode is not None else mode,
+                                dir_fd=fd)
             child = open_at(fd, part)
             os.close(fd)
             fd = child
@@ -84,7 +115,7 @@ def open_below(root: Path, parts: tuple[str, ...] | list[str], *, create: bool =
 
 @contextlib.contextmanager
 def opened(root: Path, parts: tuple[str, ...] | list[str], *, create: bool = False,
-           mode: int = 0o777) -> Iterator[int]:
+           mode: int = 0o750) -> Iterator[int]:
     """`open_below` as a context manager that closes the descriptor."""
     fd = open_below(root, parts, create=create, mode=mode)
     try:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from flad import logs, safedir
+from flad import filemodes, logs, safedir
 from flad.config import ChannelConfig
 from flad.droplayout import OWN_FOLDERS
 from flad.journal import Journal, Submission
@@ -166,7 +166,6 @@ def _move_at(src: int, name: str, dst: int, new: str, mode: int | None) -> None:
         if exc.errno != errno.EXDEV:
             raise
         _copy_at(src, name, dst, new)
-        return
     if mode is not None:
         _chmod_own(dst, new, mode)
 
@@ -228,6 +227,7 @@ def write_at(folder: int, name: str, data: bytes, mode: int = SHARED_FILE_MODE) 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=folder)
     try:
+        os.fchmod(fd, mode)  # `mode` whatever the umask (flad's is 0077: filemodes)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -277,6 +277,7 @@ def finish_rejection(sub: Submission) -> None:
               opened_folder(spool.parent) as folder):
             os.unlink(fs_path(spool).name, dir_fd=folder)
         move_file(spool, target)
+        filemodes.share_file(target, target.parent)  # the group of its folder: payroll's
 
 
 def reject_entry(journal: Journal, channel: ChannelConfig, environment: str,

@@ -298,7 +298,8 @@ def test_systemds_own_tools_take_the_shipped_files(tmp_path: Path) -> None:
     done = sh("systemd-tmpfiles", f"--root={root}", "--create",
               str(REPO / "systemd" / "flad.tmpfiles"), check=False)
     assert done.returncode == 0, done.stderr
-    expected = {"/var/lib/flad": (0o750, uid, gid), "/etc/flad": (0o750, 0, gid),
+    # /var/lib/flad was 0750 before issue 15: now flad's alone
+    expected = {"/var/lib/flad": (0o700, uid, gid), "/etc/flad": (0o750, 0, gid),
                 "/etc/flad/keys": (0o750, 0, gid),
                 "/srv/flad": (0o2750, uid, int(groups["flad-drop"][2]))}
     for folder, (mode, owner, group) in expected.items():
@@ -320,3 +321,26 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert [line for line in (done.stdout + done.stderr).splitlines()
             if "flad.service" in line] == []
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_units_exposure_stays_at_or_below_1_4(tmp_path: Path) -> None:
+    """Issue 15: the permission model tightens the unit, never loosens it."""
+    done = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                           str(REPO / "systemd" / "flad.service")], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    overall = [line for line in done.stdout.splitlines() if "Overall exposure level" in line]
+    if not overall:
+        pytest.skip(f"this systemd-analyze has no offline security: {done.stderr.strip()}")
+    (line,) = overall
+    exposure = float(line.split(":", 1)[1].split()[0])
+    assert exposure <= 1.4, line
+
+
+def test_the_unit_keeps_the_state_flads_alone_and_says_how_to_fence_the_network() -> None:
+    assert _unit_values("UMask") == ["0077"]
+    assert _unit_values("StateDirectoryMode") == ["0700"]
+    text = (REPO / "systemd" / "flad.service").read_text(encoding="utf-8")
+    assert "#IPAddressDeny=any" in text and "#IPAddressAllow=" in text
+    tmpfiles = (REPO / "systemd" / "flad.tmpfiles").read_text(encoding="utf-8").splitlines()
+    assert "d /var/lib/flad 0700 flad flad -" in tmpfiles

@@ -24,7 +24,17 @@ from pathlib import Path
 
 from cryptography import x509
 
-from flad import durable, faults, logs, naming, replyparse, replyunpack, safedir, signing
+from flad import (
+    durable,
+    faults,
+    filemodes,
+    logs,
+    naming,
+    replyparse,
+    replyunpack,
+    safedir,
+    signing,
+)
 from flad.config import ChannelConfig
 from flad.errorlabels import load_error_labels
 from flad.journal import Journal, SentFormRow, Submission
@@ -333,6 +343,7 @@ class ReplyPoller:
                                   else self._staged_names(complete[set_key]))
                         for name in staged:
                             if name not in gos[set_key] and (staging / name).exists():
+                                filemodes.share_file(staging / name, inbox)  # 0640
                                 os.replace(staging / name, name, dst_dir_fd=inbox_fd)
                     except OSError as exc:
                         failed.add(set_key)
@@ -344,6 +355,7 @@ class ReplyPoller:
                     try:
                         for name in gos[set_key]:
                             if (staging / name).exists():
+                                filemodes.share_file(staging / name, inbox)  # 0640
                                 os.replace(staging / name, name, dst_dir_fd=inbox_fd)
                     except OSError as exc:
                         failed.add(set_key)
@@ -377,8 +389,9 @@ class ReplyPoller:
         owner: list[str] = []
         staging = self._staging(folder)
         try:
-            if keys:
-                staging.mkdir(parents=True, exist_ok=True)
+            if keys:  # the inbox 0750 for the drop group; .incoming flad's alone
+                filemodes.make_folders(staging.parent, 0o700)
+                filemodes.make_folders(staging, 0o700)
             for set_key in keys:
                 self._discard(folder, set_key, complete[set_key])  # a download a crash interrupted
                 for name in sorted(complete[set_key]):

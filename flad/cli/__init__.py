@@ -8,10 +8,11 @@ prints. `main` and `build_parser` are here; `flad sandbox` registers itself from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from flad import __version__, logs
+from flad import __version__, filemodes, logs
 from flad.cli import (
     check,
     init,
@@ -29,6 +30,9 @@ from flad.journal import JournalTooNew, JournalUnreadable
 from flad.sandbox import command as sandbox_command
 
 __all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "build_parser", "main"]
+
+#: The commands that write flad's state: they run with flad's own umask (0077).
+UMASK_COMMANDS = frozenset({"run", "replies", "resend"})
 
 #: In the order `flad --help` lists them.
 COMMANDS = (validate, sign, verify_signature, check, run, status, resend, replies, trust_host,
@@ -54,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # one-shot commands print their own results; their logs only say what went wrong
     logs.configure("auto", "warning")
+    # the commands that write the state folder and the shared folders do it as the
+    # permission model says (flad/filemodes.py), under systemd or not
+    old_umask = os.umask(filemodes.UMASK) if args.command in UMASK_COMMANDS else None
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -69,3 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `flad status | head`
         sys.stderr.close()
         return EXIT_OK
+    finally:
+        if old_umask is not None:  # for a caller in the same process (tests)
+            os.umask(old_umask)

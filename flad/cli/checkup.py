@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flad import config as config_mod
-from flad import identity, signing, strays, xmlcheck
+from flad import identity, sharedhost, signing, strays, xmlcheck
 from flad.config import ChannelConfig, Config
 from flad.errorlabels import load_error_labels
 from flad.filecheck import FileChecker, Rejected
@@ -100,6 +100,8 @@ def check_all(config_path: str | os.PathLike[str], *, offline: bool) -> list[Fin
     findings.append(Finding("ok", "configuration", f"{config.path}: "
                             f"{len(config.channels)} channel(s)"))
     findings += _check_state_dir(config)
+    findings += [Finding("warning", subject, line)
+                 for subject, line in sharedhost.exposure(config)]
     findings.append(_check_paramiko())
     findings += _check_error_codes(config)
     from flad.cli import checkmore
