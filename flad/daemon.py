@@ -21,6 +21,7 @@ from flad import (
     retention,
     sdnotify,
     servicecalls,
+    sharedhost,
     signing,
     strays,
     xmlcheck,
@@ -163,12 +164,24 @@ class Service:
         for name, worker in self.workers.items():
             worker.held = self.holds.get(name)
 
+    def _look_at_permissions(self, config: Config) -> None:
+        """At start and on reload: what `flad check` would say of the shared-host model,
+        for the admin who reads the logs and never runs check."""
+        try:
+            found = sharedhost.exposure(config)
+        except Exception:  # a look that fails must not stop the service
+            self.log.exception("permissions_look_failed")
+            return
+        for subject, line in found:
+            self.log.warning("permissions_too_open", subject=subject, warning=line)
+
     def _start(self, config: Config) -> None:
         signers = self._signers(config)
         self._look_at_certificates(config)
         self.holds = self._holds(config, signers)
         for warning in config.warnings:
             self.log.warning("config_warning", warning=warning)
+        self._look_at_permissions(config)
         claimer = Claimer(config, self.journal)
         folders = drop_folders(config)
         claimer.recover(folders)

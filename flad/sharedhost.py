@@ -140,6 +140,36 @@ def _own_file(what: str, path: Path, drop_gids: set[int], service_gid: int, *,
     return out
 
 
+def _config_folder(config: Config, drop_gids: set[int], service_gid: int) -> list[str]:
+    """The configuration's folder (/etc/flad): the drop group does not list or enter it."""
+    folder = config.path.parent
+    try:
+        st = folder.lstat()
+    except OSError:
+        return []
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_gid in drop_gids and mode & 0o050:
+        return [f"configuration folder {folder} ({_user(st.st_uid)}:{_group(st.st_gid)} "
+                f"{mode:04o}) is open to the drop group {_group(st.st_gid)}, which has no "
+                f"business with the keys: fix it with: chgrp {_group(service_gid)} {folder}"]
+    return []
+
+
+def _membership(service_uid: int, service_gid: int, drop_gids: set[int]) -> list[str]:
+    """flad must be in each drop group: it reads dropped files, and gives replies to it."""
+    try:
+        name = pwd.getpwuid(service_uid).pw_name
+        groups = set(os.getgrouplist(name, service_gid))
+    except (KeyError, OSError):
+        return []
+    if service_uid == 0:
+        return []
+    return [f"{name}, who runs flad, is not in the drop group {_group(gid)}: it cannot read "
+            f"files dropped for that group, nor give it the replies; fix it with: usermod "
+            f"-aG {_group(gid)} {name} (then restart flad)"
+            for gid in sorted(drop_gids - groups)]
+
+
 def exposure(config: Config) -> list[tuple[str, str]]:
     """(subject, message) for every place the model is not kept, in the order of check."""
     state_owner = config.daemon.state_dir.stat().st_uid \
@@ -169,4 +199,8 @@ def exposure(config: Config) -> list[tuple[str, str]]:
     found += [("configuration", line)
               for line in _own_file("configuration", config.path, drop_gids, service_gid,
                                     private=True)]
+    found += [("configuration", line)
+              for line in _config_folder(config, drop_gids, service_gid)]
+    found += [("drop group", line)
+              for line in _membership(service_uid, service_gid, drop_gids)]
     return found

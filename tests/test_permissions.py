@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from flad import filemodes
 from tests.harness import Install, make_install, sample
@@ -80,6 +81,20 @@ def test_share_file_gives_the_folder_group_and_never_follows_a_link(tmp_path: Pa
     link.symlink_to(secret)
     assert not filemodes.share_file(link, folder)
     assert _mode(secret) == 0o600  # the link's target was not touched
+
+
+def test_the_service_says_at_start_what_is_too_open(tmp_path: Path,
+                                                     sshd: SshServer) -> None:
+    """For the admin who reads the logs and never runs flad check."""
+    inst = make_install(tmp_path, sshd)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    with structlog.testing.capture_logs() as logs:
+        assert inst.run_once() == 0
+    said = [e for e in logs if e["event"] == "permissions_too_open"]
+    assert any(e["subject"] == "daemon.state_dir" and e["warning"].endswith(f"chmod 700 {state}")
+               for e in said), said
 
 
 # -- end to end, with a real payroll user --------------------------------------------

@@ -171,3 +171,17 @@ def test_what_the_drop_group_or_a_payroll_user_could_do_is_named(
     # and flad check lists the same, as warnings
     findings = checkup.check_all(config, offline=True)
     assert not [f for f in findings if f.level == "warning" and "fix it with" in f.message]
+
+    # the configuration's folder open to the drop group; a service user outside it
+    os.chown(config.parent, -1, drop_gid)
+    os.chmod(config.parent, 0o750)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(tmp_path / "state", nobody.pw_uid, -1)  # root's check: flad is the state's owner
+    lines = _lines(config)
+    assert [line for line in lines if line.startswith("configuration folder")] == [
+        f"configuration folder {config.parent} (root:{group} 0750) is open to the drop group "
+        f"{group}, which has no business with the keys: fix it with: chgrp "
+        f"{grp.getgrgid(nobody.pw_gid).gr_name} {config.parent}"]
+    assert (f"nobody, who runs flad, is not in the drop group {group}: it cannot read files "
+            f"dropped for that group, nor give it the replies; fix it with: usermod -aG "
+            f"{group} nobody (then restart flad)") in lines
