@@ -57,6 +57,7 @@ def test_folders_get_their_mode_whatever_the_umask_and_keep_the_inherited_sgid(
                                       filemodes.DROP_FOLDER)
         again = filemodes.make_folders(shared / "acme" / "outbox" / "test" / "fla",
                                        filemodes.DROP_FOLDER)
+        assert os.umask(filemodes.UMASK) == filemodes.UMASK  # lowered for the mkdir only
         private = tmp_path / "state" / "spool"
         private.mkdir(parents=True)  # anything else flad makes: its own
     finally:
@@ -64,6 +65,10 @@ def test_folders_get_their_mode_whatever_the_umask_and_keep_the_inherited_sgid(
     assert [p.name for p in made] == ["acme", "outbox", "test", "fla"] and again == []
     assert [_mode(p) for p in made] == [0o2750, 0o2750, 0o2750, 0o2770]
     assert _mode(private) == 0o700 and _mode(private.parent) == 0o700
+    # the set-group-ID bit only ever comes from the parent: RestrictSUIDSGID= refuses it
+    with pytest.raises(ValueError, match="set-ID"):
+        filemodes.make_folders(tmp_path / "x", 0o2770)
+    assert not (tmp_path / "x").exists()
 
 
 def test_share_file_gives_the_folder_group_and_never_follows_a_link(tmp_path: Path) -> None:
