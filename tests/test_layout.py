@@ -24,6 +24,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "droplayout.py": ("flad.",),
     "safedir.py": ("flad.",),
     "taking.py": ("flad.",),
+    "filemodes.py": SHELL,  # safedir only, below every room of the shell
+    "sharedhost.py": tuple(m for m in SHELL if m != "flad.config"),
     "secrets.py": ("flad.",),
     "proxy_address.py": ("flad.",),
     "listen_address.py": ("flad.",),
