@@ -58,6 +58,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """All of `data` to `fd`: `os.write` may take less than it is given."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_file(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True) -> None:
     """Write through a temporary name, fsync, rename: readers never see half a file.
 
@@ -69,10 +76,7 @@ def write_file(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         os.fchmod(fd, mode)  # `mode` whatever the umask (flad's is 0077: filemodes)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     finally:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from flad import filemodes, logs, safedir
+from flad import durable, filemodes, logs, safedir
 from flad.config import ChannelConfig
 from flad.droplayout import OWN_FOLDERS
 from flad.journal import Journal, Submission
@@ -185,9 +185,7 @@ def _copy_at(src: int, name: str, dst: int, new: str) -> None:
             offset = 0
             while chunk := os.pread(fd, 1024 * 1024, offset):
                 offset += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view):]
+                durable.write_all(out, chunk)
             os.fsync(out)
         finally:
             os.close(out)
@@ -228,9 +226,7 @@ def write_at(folder: int, name: str, data: bytes, mode: int = SHARED_FILE_MODE) 
                  mode, dir_fd=folder)
     try:
         os.fchmod(fd, mode)  # `mode` whatever the umask (flad's is 0077: filemodes)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        durable.write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flad import durable
+
 __all__ = ["private_mode_problem", "write_new"]
 
 
@@ -13,9 +15,7 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        durable.write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -439,10 +439,7 @@ class SftpChannel:
                         remote_sizes = self._remote_sizes(replies, stats, items)
                 finally:
                     if handles and not closed:
-                        with contextlib.suppress(Exception):  # the first error is the one to raise
-                            for handle in handles:
-                                replies.send(CMD_CLOSE, handle)
-                            replies.flush()
+                        _close_quietly(replies, handles)
             for i, held in remote_sizes.items():
                 if held != sizes[i]:
                     raise TransportError(
@@ -570,10 +567,7 @@ class SftpChannel:
                         handles.clear()
                 finally:
                     if handles:
-                        with contextlib.suppress(Exception):  # the first error is the one
-                            for handle in handles.values():
-                                replies.send(CMD_CLOSE, handle)
-                            replies.flush()
+                        _close_quietly(replies, handles.values())
                     for fd in fds.values():
                         with contextlib.suppress(OSError):
                             os.close(fd)
@@ -747,10 +741,7 @@ class SftpChannel:
                             self._checked(replies, num, remote_dirs[i])
                 finally:
                     if handles:
-                        with contextlib.suppress(Exception):  # the first error is the one
-                            for handle in handles.values():
-                                replies.send(CMD_CLOSE, handle)
-                            replies.flush()
+                        _close_quietly(replies, handles.values())
             for listing in results:
                 if isinstance(listing, list):
                     listing.sort()
@@ -818,3 +809,10 @@ class SftpChannel:
                 return
             self._log.info("sftp_removed", remote=remote)
 
+
+def _close_quietly(replies: Replies, handles: Iterable[bytes]) -> None:
+    """Close what a failed batch left open, without hiding the error that failed it."""
+    with contextlib.suppress(Exception):  # the first error is the one to raise
+        for handle in handles:
+            replies.send(CMD_CLOSE, handle)
+        replies.flush()
