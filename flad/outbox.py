@@ -101,6 +101,8 @@ class Claimer:
         self.failures = 0
         #: files taken into the spool whose journal write failed: recorded next turn
         self.unrecorded = False
+        #: a claimed entry whose copy could not be finished: tried again at the rescan
+        self.unfinished = False
         self.stopped: set[Path] = set()
         self._identities: dict[Path, safedir.Identity] = {}
         #: entries that could not be taken or moved, said once while they stay as is
@@ -259,6 +261,16 @@ class Claimer:
             return None
         except OSError as exc:
             self.failures += 1
+            if _exists(spool_fd, taking.CLAIMING_PREFIX + final):
+                # renamed in, not yet flad's own copy (a full disk): it has left the
+                # outbox, so it is finished from the spool by the watcher's next turn
+                self.unrecorded = True
+                if self._said_once(key):
+                    log.error("claim_not_finished", path=str(folder.path / text),
+                              spool=str(self.spool_dir(folder)), error=exc.strerror,
+                              action="the file waits in the spool; it is taken in once "
+                              "the copy can be made (said once)")
+                return None
             if not self._said_once(key):
                 return None
             log.warning("claim_failed", path=str(folder.path / text),
@@ -346,6 +358,10 @@ class Claimer:
             try:
                 names = sorted(os.listdir(spool_fd))
                 for name in names:
+                    if name.startswith(taking.COPYING_PREFIX):  # a copy a crash cut short
+                        with contextlib.suppress(OSError):
+                            os.unlink(name, dir_fd=spool_fd)
+                for name in names:
                     if name.startswith(taking.CLAIMING_PREFIX):
                         self._finish_claiming(folder, spool_fd, name)
                 names = sorted(os.listdir(spool_fd))
@@ -378,7 +394,7 @@ class Claimer:
             os.stat(final, dir_fd=spool_fd, follow_symlinks=False)
         except FileNotFoundError:
             pass
-        else:  # the copy was whole (synced before the original is unlinked)
+        else:  # the copy is whole: it gets its final name only once synced
             os.unlink(name, dir_fd=spool_fd)
             return
         try:
@@ -390,7 +406,10 @@ class Claimer:
                          (folder.path, name, 0, 0), log, refused.reason,
                          drop_name=spool.drop_name(Path(final)))
         except OSError as exc:
-            log.warning("spool_recovery_failed", error=exc.strerror or str(exc))
+            self.unfinished = True  # tried again at the next rescan
+            if self._said_once((folder.path, name, 0, 0)):
+                log.warning("spool_recovery_failed", error=exc.strerror or str(exc),
+                            action="tried again at each rescan (said once)")
 
     def _recover_legacy(self, folder: DropFolder) -> int:
         """Files a crash left unrecorded in the spool's former place, the state folder."""
@@ -614,6 +633,9 @@ class OutboxWatcher:
 
     def rescan(self) -> None:
         """Look at every drop folder: events can be missed (and none exist at start)."""
+        if self.claimer.unfinished:
+            self.claimer.unfinished = False
+            self.claimer.unrecorded = True
         self.record_unrecorded()
         for path, folder in self.folders.items():
             try:
@@ -736,3 +758,11 @@ class OutboxWatcher:
             if time.monotonic() >= next_rescan:
                 self.rescan()
                 next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
+
+
+def _exists(folder_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True

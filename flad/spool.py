@@ -296,7 +296,8 @@ def reject_entry(journal: Journal, channel: ChannelConfig, environment: str,
     where = folder_path / text_name(name)
     earlier = journal.by_spool_path(str(where))
     if (earlier is not None and earlier.rejected_path
-            and not os.path.lexists(earlier.rejected_path)):
+            and not os.path.lexists(earlier.rejected_path)
+            and _there_since(folder, name, earlier.received_at)):
         target = Path(earlier.rejected_path)  # refused before, the move still to do
     else:
         target_dir = rejected_folder(channel, environment, application)
@@ -319,6 +320,17 @@ def reject_entry(journal: Journal, channel: ChannelConfig, environment: str,
         os.rename(name, target.name, src_dir_fd=folder, dst_dir_fd=dst)
         write_at(dst, reason_path(target).name, (reason + "\n").encode())
     return target
+
+
+def _there_since(folder: int, name: str, when: float) -> bool:
+    """The entry lay there, unchanged, when that row was written: the same one, whose
+    move failed, and not a new drop under the same name after the first was cleaned up
+    (a rename into the folder or a new file changes its ctime)."""
+    try:
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except OSError:
+        return False
+    return st.st_ctime <= when
 
 
 def _free_name_at(folder: int, name: str, hint: str) -> str:

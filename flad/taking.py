@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 #: Prefix of an entry renamed into the spool and not yet flad's own copy.
 CLAIMING_PREFIX = ".claim-"
+#: Prefix of flad's copy while it is written: the final name exists only once whole.
+COPYING_PREFIX = ".copy-"
 _CHUNK = 1024 * 1024
 UNREADABLE = ("flad may not read the file (permission denied): give the flad user read "
               "access")
@@ -126,17 +128,25 @@ def own(spool_dir: int, claiming: str, name: str, *, shown: str, keep_up_to: int
 
 
 def _copy(src: int, spool_dir: int, name: str, keep_up_to: int) -> Taken:
-    """A fresh file of flad's with the bytes read from `src`, hashed as they are copied."""
-    out = os.open(name, _CREATE, 0o600, dir_fd=spool_dir)
+    """A fresh file of flad's with the bytes read from `src`, hashed as they are copied.
+
+    Written under a temporary name, synced, then renamed and the folder synced: `name`
+    exists only whole, so recovery after a crash mid-copy may trust it and drop the
+    claimed original only then (a torn copy under the final name once cost the original).
+    """
+    copying = COPYING_PREFIX + name
+    out = os.open(copying, _CREATE, 0o600, dir_fd=spool_dir)
     try:
         digest, size, data = _read(src, out, keep_up_to)
         os.fsync(out)
+        os.rename(copying, name, src_dir_fd=spool_dir, dst_dir_fd=spool_dir)
+        os.fsync(spool_dir)
     except BaseException:
-        os.close(out)
         with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=spool_dir)
+            os.unlink(copying, dir_fd=spool_dir)
         raise
-    os.close(out)
+    finally:
+        os.close(out)
     return Taken(name, digest, size, data)
 
 

@@ -169,6 +169,28 @@ def test_a_special_entry_is_journaled_first_and_moved_once_it_can_be(
     assert (blocked / "link.xml").is_symlink()
 
 
+def test_a_new_special_entry_after_the_rejected_one_was_cleaned_up_is_refused_anew(
+        tmp_path: Path, sshd: SshServer) -> None:
+    """Payroll deletes what flad put in rejected/ (ordinary clean-up), then drops
+    another bad entry under the same name: a new row with its own reason, never the old
+    row reused in silence (review finding)."""
+    inst = make_install(tmp_path, sshd)
+    folder = inst.outbox / "test" / "fla"
+    folder.mkdir(parents=True)
+    (folder / "a.xml").symlink_to(tmp_path / "secret.xml")
+    assert inst.run_once(max_wait=3) == 0
+    rejected = inst.outbox / "rejected" / "test" / "fla"
+    (rejected / "a.xml").unlink()
+    (rejected / "a.xml.reason.txt").unlink()
+    os.mkfifo(folder / "a.xml")
+    inst.run_once(max_wait=3)
+    subs = sorted(inst.submissions(), key=lambda s: s.id)
+    assert [s.state for s in subs] == [journal.REJECTED, journal.REJECTED]
+    assert "symbolic link" in (subs[0].error or "")
+    assert "named pipe" in (subs[1].error or "")
+    assert "named pipe" in (rejected / "a.xml.reason.txt").read_text()
+
+
 def test_the_file_checker_imports_neither_the_transport_nor_the_journal() -> None:
     """`flad check` uses it: checking a file's content must not pull in the channel."""
     code = ("import sys, flad.filecheck; print(sorted(m for m in sys.modules "

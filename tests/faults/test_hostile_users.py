@@ -529,6 +529,95 @@ def test_a_link_found_in_the_spool_is_a_refusal_with_a_reason(tmp_path: Path,
         db.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop a file as another user")
+def test_a_crash_mid_copy_never_costs_the_original(tmp_path: Path, sshd: SshServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of another user is copied into flad's own; a crash in the copy leaves the
+    claimed original and a partial `.copy-` file, never a torn file under the final name:
+    recovery makes the copy again, whole, and journals the whole bytes (review finding:
+    a torn final name was trusted and the original unlinked)."""
+    from flad import taking
+
+    inst, cfg, db = _install(tmp_path, sshd)
+    whole = sample(7, 3 * 1024 * 1024)
+    try:
+        claimer = outbox.Claimer(cfg, db)
+        (folder,) = [f for f in outbox.drop_folders(cfg) if f.environment == "test"]
+        path = inst.drop("big.xml", whole)
+        os.chown(path, 65534, 65534)  # the payroll system's file, not flad's
+        real_read = taking._read
+        spooled = spool.spool_dir(cfg.channels[0], "test", "fla")
+        during: list[list[str]] = []
+
+        def cut(src: int, out: int | None, keep_up_to: int) -> Any:
+            if out is not None:
+                os.write(out, whole[:1024 * 1024])  # a third written, then the crash
+                during.append(sorted(os.listdir(spooled)))
+                raise KeyboardInterrupt  # stands for SIGKILL: no clean-up is trusted
+            return real_read(src, out, keep_up_to)
+
+        monkeypatch.setattr(taking, "_read", cut)
+        with pytest.raises(KeyboardInterrupt):
+            claimer.claim_many(folder, [path])
+        # while the copy is written, no name but hidden ones exists: a kill at that
+        # moment leaves nothing recovery could take for a whole copy
+        assert during and all(n.startswith(".") for n in during[0]), during
+        left = sorted(os.listdir(spooled))
+        assert not path.exists() and len(left) == 1 and left[0].startswith(".claim-")
+        # the state a real kill leaves: the claimed original and a partial copy
+        (spooled / (".copy-" + left[0][len(".claim-"):])).write_bytes(whole[:1024 * 1024])
+        monkeypatch.setattr(taking, "_read", real_read)
+        outbox.Claimer(cfg, db).recover(outbox.drop_folders(cfg))  # the next start
+        (row,) = db.submissions()
+        assert row.size == len(whole) and row.sha256 == hashlib.sha256(whole).hexdigest()
+        (final,) = os.listdir(spooled)
+        assert (spooled / final).read_bytes() == whole
+        assert (spooled / final).stat().st_uid == os.geteuid()
+    finally:
+        db.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop a file as another user")
+def test_a_claim_cut_by_a_full_disk_is_finished_without_a_restart(
+        tmp_path: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry was renamed into the spool, the copy failed (ENOSPC): it has left the
+    outbox, so the log says where it waits and the next turn takes it in."""
+    import errno
+
+    from structlog.testing import capture_logs
+
+    from flad import taking
+
+    inst, cfg, db = _install(tmp_path, sshd)
+    try:
+        claimed: list[outbox.Claimed] = []
+        watcher = outbox.OutboxWatcher(cfg, outbox.Claimer(cfg, db), claimed.append)
+        watcher.prepare_folders()
+        path = inst.drop("a.xml", sample(3))
+        os.chown(path, 65534, 65534)
+        real_copy = taking._copy
+
+        def full(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(taking, "_copy", full)
+        with capture_logs() as seen:
+            watcher.consider(path, immediate=True)
+        assert not path.exists() and db.submissions() == []
+        (line,) = [e for e in seen if e["event"] == "claim_not_finished"]
+        assert "waits in the spool" in line["action"]
+        assert watcher.claimer.unrecorded
+        watcher.record_unrecorded()  # still full: waits, tried again at the rescan
+        assert db.submissions() == [] and watcher.claimer.unfinished
+        monkeypatch.setattr(taking, "_copy", real_copy)
+        watcher.rescan()
+        (row,) = db.submissions()
+        assert row.drop_name == "a.xml" and row.sha256 == hashlib.sha256(sample(3)).hexdigest()
+        assert [c.submission_id for c in claimed] == [row.id]
+    finally:
+        db.close()
+
+
 def test_a_claim_batch_keeps_a_bounded_number_of_bytes(tmp_path: Path, sshd: SshServer,
                                                        monkeypatch: pytest.MonkeyPatch
                                                        ) -> None:
