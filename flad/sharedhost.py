@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flad.config import Config
+from flad.platform import ENVIRONMENTS
 
 __all__ = ["exposure"]
 
@@ -62,8 +63,12 @@ def _folders(top: Path) -> Iterator[tuple[Path, os.stat_result]]:
         level = below
 
 
-def _shared_folder(kind: str, top: Path, service_uid: int) -> list[str]:
-    """Folders of an outbox or inbox writable by others than flad and the drop group."""
+def _shared_folder(kind: str, top: Path, service_uid: int,
+                   drop_folders: frozenset[Path] = frozenset()) -> list[str]:
+    """Folders of an outbox or inbox writable by others than flad and the drop group,
+    or by the drop group where it has nothing to write (all but `drop_folders`): a
+    writable outbox root lets payroll rename flad's spool away or plant its own
+    `sent/` and `rejected/`."""
     try:
         drop_gid = top.lstat().st_gid
     except OSError:
@@ -83,6 +88,11 @@ def _shared_folder(kind: str, top: Path, service_uid: int) -> list[str]:
         if mode & stat.S_IWGRP and st.st_gid != drop_gid:
             out.append(f"{shown} is writable by group {_group(st.st_gid)}, not by the drop "
                        f"group {drop}: fix it with: chgrp {drop} {folder}")
+        elif mode & stat.S_IWGRP and folder not in drop_folders:
+            where = ("writes only the drop folders <outbox>/<environment>/<application>"
+                     if kind == "outbox" else "only reads the inbox")
+            out.append(f"{shown} is writable by the drop group {drop}, which {where}: "
+                       f"fix it with: chmod g-w {folder}")
         if folder == top and mode & 0o007:
             out.append(f"{shown} is open to every local user, who may read what payroll "
                        f"drops and receives: fix it with: chmod o-rwx {folder}")
@@ -190,9 +200,12 @@ def exposure(config: Config) -> list[tuple[str, str]]:
     drop_gids.discard(service_gid)  # flad's own group is no drop group
     found: list[tuple[str, str]] = []
     for channel in config.channels:
-        for kind, top in (("outbox", channel.outbox), ("inbox", channel.inbox)):
+        drops = frozenset(channel.outbox / env / app.name
+                          for env in ENVIRONMENTS for app in channel.applications)
+        for kind, top, writable in (("outbox", channel.outbox, drops),
+                                    ("inbox", channel.inbox, frozenset())):
             found += [(f"channel {channel.name} {kind}", line)
-                      for line in _shared_folder(kind, top, service_uid)]
+                      for line in _shared_folder(kind, top, service_uid, writable)]
         found += [(f"channel {channel.name} sftp", line) for line in _own_file(
             "known_hosts", channel.sftp.known_hosts, drop_gids, service_gid, private=False)]
     found += [("daemon.state_dir", line) for line in _state(config, drop_gids)]

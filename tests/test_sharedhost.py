@@ -95,6 +95,25 @@ def test_open_modes_are_each_named_with_the_chmod_that_closes_them(
     assert _lines(config) == []
 
 
+def test_the_drop_group_writes_the_drop_folders_and_nothing_else(tmp_path: Path) -> None:
+    """A writable outbox root would let payroll rename flad's spool away or plant its own
+    sent/ and rejected/; a writable inbox, replies of its own (review finding)."""
+    config = _install(tmp_path)
+    outbox, inbox = tmp_path / "acme" / "outbox", tmp_path / "acme" / "inbox"
+    for folder in (outbox, outbox / "test", outbox / "test" / "fla", outbox / "rejected",
+                   inbox / "test"):
+        os.chmod(folder, 0o770)
+    lines = _lines(config)
+    flagged = {line.split("fix it with: ", 1)[1] for line in lines}
+    assert flagged == {f"chmod g-w {f}" for f in (outbox, outbox / "test",
+                                                  outbox / "rejected", inbox / "test")}
+    assert all("writable by the drop group" in line for line in lines)
+    for line in lines:
+        _fix(line)
+    assert _lines(config) == []
+    assert os.stat(outbox / "test" / "fla").st_mode & 0o020  # the drop folder stays
+
+
 def checkup_main(capsys: pytest.CaptureFixture[str], config: Path) -> int:
     from flad.cli import main
 
@@ -167,6 +186,10 @@ def test_what_the_drop_group_or_a_payroll_user_could_do_is_named(
     assert len(lines) == len(expected), lines
     for line in lines:
         _fix(line)
+    # rejected/ now has the drop group, and the drop group has nothing to write there
+    (again,) = _lines(config)
+    assert again.endswith(f"chmod g-w {rejected}") and "writable by the drop group" in again
+    _fix(again)
     assert _lines(config) == []
     # and flad check lists the same, as warnings
     findings = checkup.check_all(config, offline=True)
