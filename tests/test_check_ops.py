@@ -4,12 +4,14 @@ proxy that stalls, between flad and a real sshd)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from flad.cli import checkup
@@ -134,3 +136,29 @@ def test_idle_clients_cannot_hold_the_metrics_endpoint_without_end() -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as ok:
         assert ok.read() == b"ok\n"
     server.close()
+
+
+def test_clients_trickling_bytes_lose_their_slot_at_the_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read has its timeout, but a client sending a byte now and then would keep
+    its slot for ever: the whole request has a deadline (review finding)."""
+    from flad.metrics import server as server_mod
+
+    monkeypatch.setattr(server_mod, "REQUEST_DEADLINE_SECONDS", 1.0)
+    server = MetricsServer(ListenAddress("127.0.0.1", 0), CollectorRegistry(), list)
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            for _ in range(server_mod.MAX_CLIENTS)]
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # well past the deadline, never idle
+            for conn in slow:
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"G")
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz",
+                                    timeout=5) as ok:
+            assert ok.read() == b"ok\n"
+    finally:
+        for conn in slow:
+            conn.close()
+        server.close()

@@ -9,6 +9,7 @@ each connection has a timeout and the answers are small.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from flad.listen_address import ListenAddress
 
 #: A client that sends nothing for this long is dropped.
 CLIENT_TIMEOUT_SECONDS = 10.0
+#: A whole request and its answer, at most: the timeout above is per read, so a client
+#: sending a byte now and then would otherwise hold its slot for ever.
+REQUEST_DEADLINE_SECONDS = 15.0
 #: Clients served at once: the outbox's other users may reach a loopback port too,
 #: and a thread per idle connection must not grow without end.
 MAX_CLIENTS = 16
@@ -56,10 +60,20 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        deadline = threading.Timer(REQUEST_DEADLINE_SECONDS, _cut, args=(request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            deadline.cancel()
             self._slots.release()
+
+
+def _cut(request: socket.socket) -> None:
+    """End a connection past its deadline: its handler's next read or write fails."""
+    with contextlib.suppress(OSError):  # already closed
+        request.shutdown(socket.SHUT_RDWR)
 
 
 
