@@ -199,7 +199,11 @@ def _copy_at(src: int, name: str, dst: int, new: str) -> None:
 
 
 def _chmod_own(folder: int, name: str, mode: int) -> None:
-    """chmod a file of flad's through a descriptor: never through a link, never another's."""
+    """chmod a file of flad's through a descriptor: never through a link, never another's.
+
+    A file the drop group is to read also gets the folder's group: one made in the
+    spool may carry flad's own group, and `sent/` or `rejected/` would then show payroll
+    a file it cannot open."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=folder)
@@ -208,6 +212,10 @@ def _chmod_own(folder: int, name: str, mode: int) -> None:
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+            group = os.fstat(folder).st_gid
+            if mode & 0o040 and st.st_gid != group:
+                with contextlib.suppress(PermissionError):  # flad not in that group
+                    os.fchown(fd, -1, group)
             os.fchmod(fd, mode)
     finally:
         os.close(fd)

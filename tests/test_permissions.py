@@ -210,3 +210,21 @@ def test_payroll_reads_its_replies_and_refusals_and_nothing_of_flads(
         assert path.stat().st_uid == os.geteuid() and _mode(path) & 0o022 == 0, path
         changed = as_payroll(users, "sh", "-c", f"echo x >> {path}")
         assert changed.returncode != 0, path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder another group")
+def test_a_file_moved_where_payroll_reads_gets_the_folders_group(tmp_path: Path) -> None:
+    """A file made in the spool under flad's group, archived into sent/ (the drop
+    group's): it takes the folder's group, or payroll could not read its 0640."""
+    from flad import spool as spool_mod
+
+    source_dir, target_dir = tmp_path / "spool", tmp_path / "sent"
+    source_dir.mkdir(mode=0o700)
+    target_dir.mkdir(mode=0o750)
+    os.chown(target_dir, -1, 65534)
+    source = source_dir / "FI.x"
+    source.write_bytes(b"<x/>")
+    os.chown(source, -1, 0)
+    spool_mod.move_file(source, target_dir / "FI.x")
+    st = (target_dir / "FI.x").stat()
+    assert st.st_gid == 65534 and stat.S_IMODE(st.st_mode) == 0o640
