@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flad import naming
+from flad import naming, safedir
 from flad.config import Config
 from flad.journal import Journal
+from flad.platform import ENVIRONMENTS
 
 #: How often the service applies retention.
 EVERY_SECONDS = 24 * 3600.0
@@ -32,28 +33,35 @@ DAY = 86400.0
 def clean_sent(folder: Path, before: float) -> tuple[int, int]:
     """Remove archived FI/FS files of `folder` last modified before `before`.
 
-    Only regular files whose name is an FI or FS name of the grammar are touched: an
-    archive folder is in the outbox, which other users may write. Returns (files,
-    bytes) removed.
+    The folder is opened without following a link, as every folder of the outbox is
+    (`flad.safedir`): the outbox is shared with other users. Returns (files, bytes).
     """
-    removed = freed = 0
     try:
-        names = os.listdir(folder)
+        fd = safedir.open_at(None, str(folder))
     except FileNotFoundError:
         return 0, 0
-    for name in names:
+    try:
+        return _clean_at(fd, before)
+    finally:
+        os.close(fd)
+
+
+def _clean_at(folder: int, before: float) -> tuple[int, int]:
+    """Only regular files whose name is an FI or FS name of the grammar are touched,
+    each looked at and removed through the folder's descriptor."""
+    removed = freed = 0
+    for name in os.listdir(folder):
         try:
             kind = naming.parse(name).type
         except naming.InvalidName:
             continue
         if kind not in ("FI", "FS"):
             continue
-        path = folder / name
         try:
-            st = os.lstat(path)
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode) or st.st_mtime >= before:
                 continue
-            os.unlink(path)
+            os.unlink(name, dir_fd=folder)
         except FileNotFoundError:
             continue
         removed += 1
@@ -70,16 +78,19 @@ def apply(config: Config, db: Journal, log: Any,
         started = time.monotonic()
         before = now - daemon.sent_retention_days * DAY
         for channel in config.channels:
-            sent = channel.outbox / "sent"
-            try:
-                folders = [sent / e for e in sorted(os.listdir(sent))]
-            except FileNotFoundError:
-                folders = []
             files = freed = 0
-            for folder in folders:
-                if folder.is_dir() and not folder.is_symlink():
-                    n, b = clean_sent(folder, before)
-                    files, freed = files + n, freed + b
+            for environment in ENVIRONMENTS:
+                try:
+                    with safedir.opened(channel.outbox, ["sent", environment]) as fd:
+                        n, b = _clean_at(fd, before)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:  # a link planted as sent/<env>: left alone
+                    log.warning("sent_retention_failed", channel=channel.name,
+                                folder=str(channel.outbox / "sent" / environment),
+                                error=exc.strerror or str(exc))
+                    continue
+                files, freed = files + n, freed + b
             log.info("sent_retention", channel=channel.name, files_removed=files,
                      bytes_freed=freed, older_than_days=daemon.sent_retention_days,
                      duration_ms=int((time.monotonic() - started) * 1000))

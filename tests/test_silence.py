@@ -161,6 +161,32 @@ def test_sent_retention_removes_only_old_archived_fi_and_fs(tmp_path: Path) -> N
     assert retention.clean_sent(tmp_path / "absent", time.time()) == (0, 0)
 
 
+def test_sent_retention_never_follows_a_link_planted_as_a_sent_folder(
+        tmp_path: Path, db: Journal) -> None:
+    """sent/<env> replaced by a link to another folder: nothing there is removed, and
+    the refusal is said; the real sent/<env> of another environment is cleaned."""
+    channel = configs.channel(tmp_path, "acme")
+    cfg = config_mod.load(configs.write(tmp_path, [channel], sent_retention_days=1))
+    outbox = cfg.channels[0].outbox
+    old = time.time() - 10 * DAY
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (outbox / "sent").mkdir(parents=True)
+    (outbox / "sent" / "test").symlink_to(elsewhere)
+    real = outbox / "sent" / "simulation"
+    real.mkdir()
+    for folder in (elsewhere, real):
+        (folder / "FI.FLAX.006400.20260316.00001.T.1.1").write_bytes(b"x")
+        os.utime(folder / "FI.FLAX.006400.20260316.00001.T.1.1", (old, old))
+    with capture_logs() as seen:
+        retention.apply(cfg, db, logs.get("test"))
+    assert os.listdir(elsewhere) == ["FI.FLAX.006400.20260316.00001.T.1.1"]
+    assert os.listdir(real) == []
+    assert [e["folder"] for e in seen if e["event"] == "sent_retention_failed"] == [
+        str(outbox / "sent" / "test")]
+    assert [e["files_removed"] for e in seen if e["event"] == "sent_retention"] == [1]
+
+
 def test_config_keys_defaults_overrides_and_refusals(tmp_path: Path) -> None:
     channel = configs.channel(tmp_path, "acme")
     cfg = config_mod.load(configs.write(tmp_path, [channel]))
