@@ -47,7 +47,7 @@ def _replies(channel: object, workers: Mapping[str, ChannelWorker], wait: float)
     for worker, future in asked:
         name = worker.channel.name
         try:
-            delivered, failed = future.result(timeout=wait)
+            delivered, failed, held = future.result(timeout=wait)
         except FutureTimeout:
             answer.err.append(f"{name}: the service is still busy on this channel after "
                               f"{wait:.0f} s; it fetches the replies itself every "
@@ -58,13 +58,31 @@ def _replies(channel: object, workers: Mapping[str, ChannelWorker], wait: float)
             answer.err.append(f"{name}: {exc}")
             answer.code = 1
             continue
-        answer.out.append(f"{name}: {delivered} reply set(s) delivered to "
-                          f"{worker.channel.inbox} (by the running service)")
-        if failed:
-            answer.err.append(f"{name}: {failed} reply set(s) not delivered "
-                              "(reply_delivery_failed or reply_untrusted in the service's "
-                              "log says why); they stay on the server")
-            answer.code = 1
+        one = replies_report(name, str(worker.channel.inbox), delivered, failed, held,
+                             by_service=True)
+        answer.out += one.out
+        answer.err += one.err
+        answer.code = max(answer.code, one.code)
+    return answer
+
+
+def replies_report(name: str, inbox: str, delivered: int, failed: int, held: int, *,
+                   by_service: bool = False) -> Answer:
+    """What `flad replies` says of one channel's poll, whether it ran the poll itself
+    or the service did: one text for both."""
+    whose = "the service's log" if by_service else "the log"
+    answer = Answer(0, out=[f"{name}: {delivered} reply set(s) delivered to {inbox}"
+                            + (" (by the running service)" if by_service else "")])
+    if failed:
+        answer.err.append(f"{name}: {failed} reply set(s) not delivered "
+                          f"(reply_delivery_failed or reply_untrusted in {whose} says why); "
+                          "they stay on the server")
+        answer.code = 1
+    if held:
+        answer.err.append(f"{name}: {held} reply set(s) left on the server by "
+                          "max_reply_bytes or min_free_bytes (reply_too_large or "
+                          f"reply_space_low in {whose}, flad status lists them)")
+        answer.code = 1
     return answer
 
 

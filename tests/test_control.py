@@ -351,3 +351,17 @@ def test_everything_at_once_loses_nothing(tmp_path: Path, sshd: SshServer) -> No
     assert all("another flad works on the state folder" in r.stderr for r in onces)
     assert len(resends) == files // 20 and all(r.returncode == 0 for r in resends), [
         r.stderr for r in resends]
+
+
+def test_replies_say_the_same_whether_the_command_or_the_service_polled() -> None:
+    """One report for both ends: held sets fail `flad replies` beside the service too."""
+    from flad.servicecalls import replies_report
+
+    alone = replies_report("acme", "/srv/in", 3, 0, 2)
+    served = replies_report("acme", "/srv/in", 3, 0, 2, by_service=True)
+    assert alone.code == served.code == 1
+    assert alone.out == ["acme: 3 reply set(s) delivered to /srv/in"]
+    assert served.out == [alone.out[0] + " (by the running service)"]
+    assert all("max_reply_bytes or min_free_bytes" in e for e in (*alone.err, *served.err))
+    assert "the service's log" in served.err[0] and "the service's" not in alone.err[0]
+    assert replies_report("acme", "/srv/in", 1, 0, 0).code == 0

@@ -193,16 +193,17 @@ class ChannelWorker:
                 future.set_exception(RuntimeError(
                     "the service stopped or reloaded before doing it; try again"))
 
-    def fetch_replies_now(self) -> tuple[int, int]:
+    def fetch_replies_now(self) -> tuple[int, int, int]:
         """One reply poll now, on this worker (`flad replies` beside the service).
 
-        Returns (sets delivered, sets not delivered). Transport errors reach the asker
-        as they are, after one attempt: the channel's own loop keeps its retries.
+        Returns (sets delivered, sets not delivered, sets the bounds left on the server).
+        Transport errors reach the asker as they are, after one attempt: the channel's
+        own loop keeps its retries.
         """
         before = self.poller.failures
         self.next_poll = time.monotonic() + self.channel.poll_seconds
         delivered = self.poller.poll()
-        return delivered, self.poller.failures - before
+        return delivered, self.poller.failures - before, self.poller.held
 
     def _loop(self) -> None:
         previous: list[int] = []

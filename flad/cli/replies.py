@@ -16,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from flad.channel.replies import ReplyPoller
     from flad.journal import Journal
     from flad.remote import SftpChannel, TransportError
+    from flad.servicecalls import replies_report
 
     config = load_config(args.config)
     logs.configure(args.log_format or config.daemon.log_format, config.daemon.log_level)
@@ -41,17 +42,13 @@ def run(args: argparse.Namespace) -> int:
                                      state_dir=config.daemon.state_dir)
                 count = poller.poll()
                 db.set_channel_state(channel.name, "connected")
-                print(f"{channel.name}: {count} reply set(s) delivered to {channel.inbox}")
-                if poller.failures:
-                    print(f"{channel.name}: {poller.failures} reply set(s) not delivered "
-                          "(reply_delivery_failed or reply_untrusted in the log says why); "
-                          "they stay on the server", file=sys.stderr)
-                    code = EXIT_PROBLEM
-                if poller.held:
-                    print(f"{channel.name}: {poller.held} reply set(s) left on the server by "
-                          "max_reply_bytes or min_free_bytes (reply_too_large or "
-                          "reply_space_low in the log, flad status lists them)",
-                          file=sys.stderr)
+                report = replies_report(channel.name, str(channel.inbox), count,
+                                        poller.failures, poller.held)
+                for line in report.out:
+                    print(line)
+                for line in report.err:
+                    print(line, file=sys.stderr)
+                if report.code:
                     code = EXIT_PROBLEM
             except (TransportError, signing.SigningError) as exc:
                 print(f"{channel.name}: {exc}", file=sys.stderr)
