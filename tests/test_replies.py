@@ -144,8 +144,9 @@ def test_reply_trust_verifies_the_fs(tmp_path: Path, sshd: SshServer) -> None:
 
 
 def test_reply_trust_checks_every_file_of_a_set(tmp_path: Path, sshd: SshServer) -> None:
-    """A set of GO + TD/FI without any FS, an FS that signs nothing, a GO with content:
-    none is a set the platform writes, none is delivered as trusted (issue 15, item 9)."""
+    """A set of GO + TD/FI without any FS, an FS that signs nothing: neither is a set the
+    platform writes, neither is delivered as trusted (issue 15, item 9). A GO with
+    content is not judged: the platform's documents say nothing of a reply's GO."""
     platform = write_test_signer(tmp_path / "platform")
     inst = make_install(tmp_path, sshd)
     inst.rewrite(reply_trust=platform.chain_path)
@@ -166,20 +167,19 @@ def test_reply_trust_checks_every_file_of_a_set(tmp_path: Path, sshd: SshServer)
     hostile[3] = put_set(sshd, "ACRF", 3, body3, fs=signing.make_fs(body3, signer))
     (out / f"FI.{base.format(date=date, seq=3)}").write_bytes(b"unsigned")
     hostile[3].append(f"FI.{base.format(date=date, seq=3)}")
-    # 4: a signed FO whose GO carries bytes
+    # 4: a signed FO whose GO carries bytes: delivered, its data is what is checked
     body4 = acrf("GO.D")
-    hostile[4] = put_set(sshd, "ACRF", 4, body4, fs=signing.make_fs(body4, signer))
+    with_bytes = put_set(sshd, "ACRF", 4, body4, fs=signing.make_fs(body4, signer))
     (out / f"GO.{base.format(date=date, seq=4)}").write_bytes(b"payload")
     with structlog.testing.capture_logs() as logs:
-        assert poll(inst) == 1
+        assert poll(inst) == 2
     reasons = {e["set_key"].split(".")[3]: e["reason"] for e in logs
                if e["event"] == "reply_untrusted"}
-    assert set(reasons) == {"00002", "00003", "00004"}
+    assert set(reasons) == {"00002", "00003"}
     assert "holds no FO or CO file" in reasons["00002"]
     assert "a FI file is not one the platform sends" in reasons["00003"]
-    assert "is not empty (7 bytes)" in reasons["00004"]
     delivered = sorted(os.listdir(inst.inbox / "test"))
-    assert delivered == sorted(good_names)
+    assert delivered == sorted(good_names + with_bytes)
     left = sorted(os.listdir(out))
     assert left == sorted(n for names in hostile.values() for n in names)
 

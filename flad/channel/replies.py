@@ -498,11 +498,13 @@ class ReplyPoller:
     def _verify(self, staging: Path, files: dict[str, naming.FileName]) -> str | None:
         """With `reply_trust`, every file of the set answers for itself, not only the data.
 
-        The platform's reply sets hold data files (FO, CO), one FS per data file and an
-        empty GO. A set with a file of another type (an FI or TD from the sender's side),
-        an FS that signs nothing in the set, a GO with content, or no data file at all is
-        not one the platform wrote: delivering it as trusted would put unsigned bytes in
-        the inbox under the name of a checked reply.
+        The platform's reply sets hold data files (FO, CO), one FS per data file and a
+        GO (DOMAIN.md, "Replies"). A set with a file of another type (an FI or TD from
+        the sender's side), an FS that signs nothing in the set, or no data file at all
+        is not one the platform wrote: delivering it as trusted would put unsigned bytes
+        in the inbox under the name of a checked reply. The GO is a completion marker;
+        the platform's documents say the GO flad sends is empty, not what a reply's GO
+        holds, so its content is not judged here.
         """
         if self._trust is None:
             return None
@@ -512,10 +514,8 @@ class ReplyPoller:
             return "the set holds no FO or CO file: nothing in it is signed"
         for name, parsed in sorted(files.items()):
             if parsed.type == "GO":
-                size = (staging / name).stat().st_size
-                if size:
-                    return f"{name} is not empty ({size} bytes): a reply's GO is an empty marker"
-            elif parsed.type == "FS":
+                continue
+            if parsed.type == "FS":
                 if not any(str(parsed.with_type(t)) in files for t in DATA_TYPES):
                     return f"{name} signs no FO or CO file of its set"
             elif parsed.type not in DATA_TYPES:
