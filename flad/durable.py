@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,45 +81,3 @@ def write_file(path: Path, data: bytes, mode: int = 0o640, *, sync: bool = True)
     os.replace(tmp, path)
     if sync:
         fsync_dir(path.parent)
-
-
-def move(src: Path, dst: Path, *, sync_folders: bool = True) -> None:
-    """Rename, or copy + fsync + unlink where the file systems differ.
-
-    With `sync_folders` both folders are synced before returning; without, a plain
-    rename is left for the caller to sync (once for many files, or not at all where
-    a lost move is redone after a crash). A copy across file systems is always synced
-    before its source is unlinked: that is where a crash could lose the file.
-    """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        # never through a link, never into a name planted beforehand (issue 15);
-        # folders shared with other users go through spool.move_file instead
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.partial")
-        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(src_fd, "rb") as fin:
-            out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600)
-            with os.fdopen(out_fd, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1024 * 1024)
-                fout.flush()
-                os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
-        os.unlink(src)
-    if sync_folders:
-        fsync_dir(dst.parent)
-        with contextlib.suppress(OSError):
-            fsync_dir(src.parent)
-
-
-def free_name(folder: Path, name: str, suffix_hint: str) -> Path:
-    """`name` in folder, or `name.<hint>` when a file of that name is already there."""
-    candidate = folder / name
-    if not candidate.exists() and not candidate.is_symlink():
-        return candidate
-    return folder / f"{name}.{suffix_hint}"
